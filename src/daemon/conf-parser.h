@@ -1,0 +1,41 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Table-driven INI configuration on top of libinih. Every "[Section] Key=" must appear in the
+ * table; each value is parsed by a typed parser into the target struct at the item's offset.
+ * Errors are logged as "FILE:LINE: ..." and make conf_parse_file() fail with -EINVAL. */
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef int (*ConfParser)(const char *filename, unsigned line, const char *key, const char *value,
+                          void *data);
+
+typedef struct ConfItem {
+        const char *section;
+        const char *key;
+        ConfParser parse;
+        size_t offset; /* into the target struct */
+} ConfItem;
+
+/* Parses path into target. Returns 0, -ENOENT when the file does not exist (nothing logged, so
+ * optional files can be skipped), -EINVAL after logging what is wrong, or another negative errno. */
+int conf_parse_file(const char *path, const ConfItem *table, size_t n_items, void *target);
+
+/* Parsers for ConfItem.parse. data points at the field. */
+int conf_parse_string(const char *filename, unsigned line, const char *key, const char *value,
+                      void *data); /* char *, replaced */
+int conf_parse_strv(const char *filename, unsigned line, const char *key, const char *value,
+                    void *data); /* char **, NULL-terminated, whitespace-separated; appended */
+int conf_parse_bool(const char *filename, unsigned line, const char *key, const char *value,
+                    void *data); /* bool: yes/no/true/false/on/off/1/0 */
+int conf_parse_unsigned(const char *filename, unsigned line, const char *key, const char *value,
+                        void *data); /* unsigned */
+int conf_parse_port(const char *filename, unsigned line, const char *key, const char *value,
+                    void *data); /* uint16_t, 1..65535 */
+int conf_parse_bytes(const char *filename, unsigned line, const char *key, const char *value,
+                     void *data); /* uint64_t; suffixes K, M, G (1024-based) */
+int conf_parse_sec(const char *filename, unsigned line, const char *key, const char *value,
+                   void *data); /* uint64_t microseconds, from "30", "30s", "500ms", "5min" */
+int conf_parse_log_level(const char *filename, unsigned line, const char *key, const char *value,
+                         void *data); /* int */

@@ -1,0 +1,23 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* The two wire forms of allocation metadata (PROTOCOL.md §4.1, §4.2):
+ *   string: "<uuid>:<start>:<size>,<uuid>:<start>:<size>"  (the DSKE-Signature header)
+ *   JSON:   {"fragments":[{"block_uuid":"<uuid>","start":<int>,"size":<int>}, ...]}
+ * Parsing is strict: canonical UUIDs, decimal integers 0|[1-9][0-9]*, 1 <= size, start + size
+ * within PSRD_BLOCK_SIZE_MAX, at least one and at most PSRD_FRAGMENTS_MAX fragments, nothing
+ * extra. Parsed allocations carry fragments only (data == NULL). */
+
+#include <json-c/json.h>
+
+#include "psrd.h"
+
+/* Returns 0, -ENOMEM. *ret is freed by the caller. */
+int allocation_to_string(const Allocation *a, char **ret);
+/* Parses n bytes at s. Returns 0, -EBADMSG (malformed), -E2BIG (too many fragments), -ENOMEM. */
+int allocation_from_string(const char *s, size_t n, Allocation **ret);
+
+/* Returns a new {"fragments":[...]} object in the reference's field order, or NULL on OOM. */
+json_object *allocation_to_json(const Allocation *a);
+/* Parses the object form. Unknown members are rejected. Returns as allocation_from_string(). */
+int allocation_from_json(json_object *o, Allocation **ret);

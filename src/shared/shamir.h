@@ -1,0 +1,34 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Shamir secret sharing over GF(256) with a digest share, as the reference (PROTOCOL.md §6,
+ * derived from SLIP-0039): polynomial 0x11B, log/exp tables with generator 3, the digest share
+ * at x = 254, the secret at x = 255, shares at x = 0..n-1. */
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define SHAMIR_SHARES_MAX   16u
+#define SHAMIR_SECRET_MIN   4u /* the digest length */
+#define SHAMIR_DIGEST_X     254u
+#define SHAMIR_SECRET_X     255u
+#define SHAMIR_DIGEST_SIZE  4u
+
+typedef struct ShamirShare {
+        uint8_t x;
+        const uint8_t *value; /* len bytes */
+} ShamirShare;
+
+/* Splits secret (len >= 4 bytes) into n shares, any k of which recover it, 1 <= k <= n <= 16.
+ * *ret_shares is n * len bytes, share i at offset i * len, allocated with secret_alloc(); the
+ * caller frees it with erase_and_free(). Random bytes come from random_bytes(): first the k-2
+ * random shares in order, then R. Returns 0, -EINVAL, -ENOMEM or the error of random_bytes(). */
+int shamir_split(const uint8_t *secret, size_t len, unsigned n, unsigned k, uint8_t **ret_shares);
+
+/* Recovers the secret from n_shares >= k shares of len bytes with distinct x < 254 into
+ * ret_secret (len bytes). When all the shares together fail the digest check and there are
+ * spares, tries k-subsets; on success *ret_bad (if not NULL) has bit i set for each shares[i]
+ * that is inconsistent with the recovered secret. Returns 0, -EINVAL (bad arguments, fewer than k
+ * shares, duplicate x), -EBADMSG (no subset passes the digest check), -ENOMEM. */
+int shamir_recover(const ShamirShare *shares, size_t n_shares, unsigned k, size_t len, uint8_t *ret_secret,
+                   uint32_t *ret_bad);
