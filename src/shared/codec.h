@@ -30,7 +30,8 @@ int uuid_from_string(const char *s, Uuid *ret);
 /* Writes the lowercase canonical form into buf (UUID_STRING_MAX bytes) and returns buf. */
 char *uuid_to_string(const Uuid *u, char buf[static UUID_STRING_MAX]);
 bool uuid_equal(const Uuid *a, const Uuid *b);
-bool uuid_is_null(const Uuid *u);
+/* Whether u is the nil UUID (all zero). Not "uuid_is_null": libuuid exports that symbol. */
+bool uuid_is_nil(const Uuid *u);
 
 /* Node, hub, client and SAE names that are safe as URL path segments and file names:
  * [A-Za-z0-9][A-Za-z0-9._-]{0,62}. */

@@ -1,0 +1,244 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <nettle/base64.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uuid/uuid.h>
+
+#include "codec.h"
+#include "macro.h"
+#include "secret.h"
+
+size_t base64_encoded_length(size_t n) {
+        /* Every started group of 3 bytes becomes 4 characters. */
+        return (n / 3 + (n % 3 != 0)) * 4;
+}
+
+int base64_encode(const void *p, size_t n, char **ret) {
+        size_t l;
+        char *s;
+
+        if (!ret || (!p && n > 0))
+                return -EINVAL;
+        if (n > (SIZE_MAX - 1) / 4 * 3 - 3)
+                return -ENOMEM;
+
+        l = base64_encoded_length(n);
+        s = malloc(l + 1);
+        if (!s)
+                return -ENOMEM;
+
+        if (n > 0)
+                base64_encode_raw(s, n, p);
+        s[l] = '\0';
+
+        *ret = s;
+        return 0;
+}
+
+/* The 6-bit value of c in the standard alphabet, or -1. */
+static int base64_char_value(char c) {
+        if (c >= 'A' && c <= 'Z')
+                return c - 'A';
+        if (c >= 'a' && c <= 'z')
+                return c - 'a' + 26;
+        if (c >= '0' && c <= '9')
+                return c - '0' + 52;
+        if (c == '+')
+                return 62;
+        if (c == '/')
+                return 63;
+        return -1;
+}
+
+/* nettle's decoder skips whitespace and does not insist on canonical padding bits, so the text is
+ * checked here first: only the alphabet, padding only at the end and only as much as the group
+ * needs, and the bits the padding discards must be zero (one encoding per byte string). */
+static int base64_validate(const char *s, size_t len, size_t *ret_size) {
+        size_t n_pad = 0;
+
+        if (len % 4 != 0)
+                return -EINVAL;
+        if (len == 0) {
+                *ret_size = 0;
+                return 0;
+        }
+
+        if (s[len - 1] == '=')
+                n_pad++;
+        if (s[len - 2] == '=') {
+                if (n_pad == 0)
+                        return -EINVAL;
+                n_pad++;
+        }
+
+        for (size_t i = 0; i < len - n_pad; i++)
+                if (base64_char_value(s[i]) < 0)
+                        return -EINVAL;
+
+        if (n_pad > 0) {
+                int last = base64_char_value(s[len - n_pad - 1]);
+                /* "xx==" carries 12 bits for 8, "xxx=" 18 bits for 16. */
+                int mask = n_pad == 2 ? 0x0f : 0x03;
+
+                if (last & mask)
+                        return -EINVAL;
+        }
+
+        *ret_size = len / 4 * 3 - n_pad;
+        return 0;
+}
+
+int base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_size) {
+        struct base64_decode_ctx ctx;
+        size_t expected, done;
+        uint8_t *buf;
+        int r;
+
+        if (!ret || !ret_size || (!s && len > 0))
+                return -EINVAL;
+
+        r = base64_validate(s, len, &expected);
+        if (r < 0)
+                return r;
+
+        /* nettle wants room for a whole group beyond the exact size it ends up writing. */
+        buf = secret_alloc(expected + 3);
+        if (!buf)
+                return -ENOMEM;
+
+        done = expected;
+        base64_decode_init(&ctx);
+        if (len > 0 && (!base64_decode_update(&ctx, &done, buf, len, s) || !base64_decode_final(&ctx) ||
+                        done != expected)) {
+                explicit_bzero(&ctx, sizeof(ctx));
+                erase_and_free(buf, expected + 3);
+                return -EINVAL;
+        }
+        explicit_bzero(&ctx, sizeof(ctx));
+
+        *ret = buf;
+        *ret_size = expected;
+        return 0;
+}
+
+int uuid_random(Uuid *ret) {
+        uuid_t u;
+
+        if (!ret)
+                return -EINVAL;
+
+        uuid_generate_random(u);
+        memcpy(ret->bytes, u, sizeof(ret->bytes));
+        return 0;
+}
+
+static int hex_value(char c) {
+        if (c >= '0' && c <= '9')
+                return c - '0';
+        if (c >= 'a' && c <= 'f')
+                return c - 'a' + 10;
+        if (c >= 'A' && c <= 'F')
+                return c - 'A' + 10;
+        return -1;
+}
+
+int uuid_from_string(const char *s, Uuid *ret) {
+        Uuid u;
+        size_t j = 0;
+
+        if (!s || !ret)
+                return -EINVAL;
+
+        for (size_t i = 0; i < 36; i += 2) {
+                int hi, lo;
+
+                if (i == 8 || i == 13 || i == 18 || i == 23) {
+                        if (s[i] != '-')
+                                return -EINVAL;
+                        i++;
+                }
+
+                hi = hex_value(s[i]);
+                if (hi < 0)
+                        return -EINVAL;
+                lo = hex_value(s[i + 1]);
+                if (lo < 0)
+                        return -EINVAL;
+                u.bytes[j++] = (uint8_t) (hi << 4 | lo);
+        }
+        if (s[36] != '\0')
+                return -EINVAL;
+
+        *ret = u;
+        return 0;
+}
+
+char *uuid_to_string(const Uuid *u, char buf[static UUID_STRING_MAX]) {
+        static const char hex[] = "0123456789abcdef";
+        char *p = buf;
+
+        for (size_t i = 0; i < sizeof(u->bytes); i++) {
+                if (i == 4 || i == 6 || i == 8 || i == 10)
+                        *p++ = '-';
+                *p++ = hex[u->bytes[i] >> 4];
+                *p++ = hex[u->bytes[i] & 0x0f];
+        }
+        *p = '\0';
+        return buf;
+}
+
+bool uuid_equal(const Uuid *a, const Uuid *b) {
+        return memcmp(a->bytes, b->bytes, sizeof(a->bytes)) == 0;
+}
+
+bool uuid_is_nil(const Uuid *u) {
+        static const Uuid null = {};
+        return uuid_equal(u, &null);
+}
+
+static bool name_char_is_valid(char c, bool first) {
+        if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))
+                return true;
+        return !first && (c == '.' || c == '_' || c == '-');
+}
+
+bool name_is_valid(const char *s) {
+        size_t i;
+
+        if (!s)
+                return false;
+
+        for (i = 0; s[i] != '\0'; i++) {
+                if (i >= 63)
+                        return false;
+                if (!name_char_is_valid(s[i], i == 0))
+                        return false;
+        }
+        return i > 0;
+}
+
+int parse_size(const char *s, size_t n, uint64_t max, uint64_t *ret) {
+        uint64_t v = 0;
+        bool overflow = false;
+
+        if (!s || n == 0)
+                return -EINVAL;
+        if (s[0] == '0' && n > 1)
+                return -EINVAL;
+
+        /* Syntax first, so that a long malformed string is -EINVAL rather than -ERANGE. */
+        for (size_t i = 0; i < n; i++)
+                if (s[i] < '0' || s[i] > '9')
+                        return -EINVAL;
+
+        for (size_t i = 0; i < n && !overflow; i++)
+                overflow = __builtin_mul_overflow(v, 10u, &v) ||
+                           __builtin_add_overflow(v, (uint64_t) (s[i] - '0'), &v);
+        if (overflow || v > max)
+                return -ERANGE;
+
+        if (ret)
+                *ret = v;
+        return 0;
+}

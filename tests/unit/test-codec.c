@@ -1,0 +1,303 @@
+/* SPDX-License-Identifier: MIT */
+#include <errno.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "codec.h"
+#include "macro.h"
+#include "secret.h"
+
+/* RFC 4648 §10. */
+static const struct {
+        const char *plain;
+        const char *encoded;
+} rfc4648_vectors[] = {
+        {"", ""},
+        {"f", "Zg=="},
+        {"fo", "Zm8="},
+        {"foo", "Zm9v"},
+        {"foob", "Zm9vYg=="},
+        {"fooba", "Zm9vYmE="},
+        {"foobar", "Zm9vYmFy"},
+};
+
+static void test_base64_rfc4648(void **state) {
+        for (size_t i = 0; i < ELEMENTSOF(rfc4648_vectors); i++) {
+                const char *plain = rfc4648_vectors[i].plain, *encoded = rfc4648_vectors[i].encoded;
+                _cleanup_free_ char *s = NULL;
+                uint8_t *d = NULL;
+                size_t n = SIZE_MAX;
+
+                assert_int_equal(base64_encode(plain, strlen(plain), &s), 0);
+                assert_string_equal(s, encoded);
+                assert_int_equal(base64_encoded_length(strlen(plain)), strlen(encoded));
+
+                assert_int_equal(base64_decode(encoded, strlen(encoded), &d, &n), 0);
+                assert_non_null(d);
+                assert_int_equal(n, strlen(plain));
+                assert_memory_equal(d, plain, n);
+                erase_and_free(d, n);
+        }
+}
+
+static void test_base64_all_bytes(void **state) {
+        uint8_t in[256];
+
+        for (size_t i = 0; i < sizeof(in); i++)
+                in[i] = (uint8_t) (255 - i);
+
+        /* Every length from 0 to 256 exercises each padding case and the full alphabet. */
+        for (size_t l = 0; l <= sizeof(in); l++) {
+                _cleanup_free_ char *s = NULL;
+                uint8_t *d = NULL;
+                size_t n;
+
+                assert_int_equal(base64_encode(in, l, &s), 0);
+                assert_int_equal(strlen(s), base64_encoded_length(l));
+                assert_int_equal(base64_decode(s, strlen(s), &d, &n), 0);
+                assert_int_equal(n, l);
+                if (l > 0)
+                        assert_memory_equal(d, in, l);
+                erase_and_free(d, n);
+        }
+}
+
+static void test_base64_mac_vector(void **state) {
+        /* The 32-byte MAC of PROTOCOL.md §4.3 decodes and re-encodes to the same 44 characters. */
+        const char *mac = "2gSpqpwuZ+AGd0MbrkngOqY+qPEcHe/lNfU/NhFnTac=";
+        _cleanup_free_ char *s = NULL;
+        uint8_t *d = NULL;
+        size_t n;
+
+        assert_int_equal(base64_decode(mac, strlen(mac), &d, &n), 0);
+        assert_int_equal(n, 32);
+        assert_int_equal(d[0], 0xda);
+        assert_int_equal(base64_encode(d, n, &s), 0);
+        assert_string_equal(s, mac);
+        erase_and_free(d, n);
+}
+
+static void test_base64_malformed(void **state) {
+        static const char *const bad[] = {
+                "Zg",         /* missing padding */
+                "Zg=",        /* short padding */
+                "Zg===",      /* too much padding, length not a multiple of 4 */
+                "Z===",       /* three padding characters */
+                "====",       /* padding only */
+                "Zm9v====",   /* a whole group of padding */
+                "Zg==Zg==",   /* padding in the middle */
+                "Z=g=",       /* padding before data */
+                "Zh==",       /* non-zero bits discarded by the padding */
+                "Zm9=",       /* same, one padding character */
+                "Zm 9v",      /* whitespace */
+                "Zm9v\n",     /* trailing newline */
+                " Zm9v",      /* leading space */
+                "Zm9v\tYmFy", /* tab */
+                "Zm-v",       /* base64url alphabet */
+                "Zm_v",       /* base64url alphabet */
+                "Zm9",        /* length 3 */
+                "Z",          /* length 1 */
+                "Zm9v!A==",   /* punctuation */
+                "Zm\xc3\xa9", /* non-ASCII */
+                "=Zg=",       /* leading padding */
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                uint8_t *d = (uint8_t *) 0x1;
+                size_t n = 4242;
+
+                assert_int_equal(base64_decode(bad[i], strlen(bad[i]), &d, &n), -EINVAL);
+                /* Out parameters are untouched on failure. */
+                assert_ptr_equal(d, (uint8_t *) 0x1);
+                assert_int_equal(n, 4242);
+        }
+
+        /* An embedded NUL is outside the alphabet too. */
+        {
+                uint8_t *d = NULL;
+                size_t n;
+                assert_int_equal(base64_decode("Zm\0v", 4, &d, &n), -EINVAL);
+                assert_null(d);
+        }
+}
+
+static void test_base64_length(void **state) {
+        assert_int_equal(base64_encoded_length(0), 0);
+        assert_int_equal(base64_encoded_length(1), 4);
+        assert_int_equal(base64_encoded_length(2), 4);
+        assert_int_equal(base64_encoded_length(3), 4);
+        assert_int_equal(base64_encoded_length(4), 8);
+        assert_int_equal(base64_encoded_length(32), 44);
+}
+
+static void test_uuid_parse(void **state) {
+        static const struct {
+                const char *s;
+                int r;
+                const char *canonical;
+        } table[] = {
+                {"9ad7f620-5a0c-4979-8a2d-66142e06fd79", 0, "9ad7f620-5a0c-4979-8a2d-66142e06fd79"},
+                {"9AD7F620-5A0C-4979-8A2D-66142E06FD79", 0, "9ad7f620-5a0c-4979-8a2d-66142e06fd79"},
+                {"9Ad7f620-5a0C-4979-8a2D-66142e06Fd79", 0, "9ad7f620-5a0c-4979-8a2d-66142e06fd79"},
+                {"00000000-0000-0000-0000-000000000000", 0, "00000000-0000-0000-0000-000000000000"},
+                {"ffffffff-ffff-ffff-ffff-ffffffffffff", 0, "ffffffff-ffff-ffff-ffff-ffffffffffff"},
+                {"", -EINVAL, NULL},
+                {"9ad7f6205a0c49798a2d66142e06fd79", -EINVAL, NULL},
+                {"{9ad7f620-5a0c-4979-8a2d-66142e06fd79}", -EINVAL, NULL},
+                {"urn:uuid:9ad7f620-5a0c-4979-8a2d-66142e06fd79", -EINVAL, NULL},
+                {"9ad7f620-5a0c-4979-8a2d-66142e06fd7", -EINVAL, NULL},
+                {"9ad7f620-5a0c-4979-8a2d-66142e06fd790", -EINVAL, NULL},
+                {"9ad7f620-5a0c-4979-8a2d-66142e06fd79 ", -EINVAL, NULL},
+                {" 9ad7f620-5a0c-4979-8a2d-66142e06fd79", -EINVAL, NULL},
+                {"9ad7f6205-a0c-4979-8a2d-66142e06fd79", -EINVAL, NULL},
+                {"9ad7f620-5a0c-4979-8a2d_66142e06fd79", -EINVAL, NULL},
+                {"9ad7f620-5a0c-4979-8a2d-66142e06fd7g", -EINVAL, NULL},
+                {"9ad7f620-5a0c-4979-8a2d-66142e06fdx9", -EINVAL, NULL},
+                {"9ad7f620--5a0c-4979-8a2d-66142e06fd7", -EINVAL, NULL},
+                {"-9ad7f620-5a0c-4979-8a2d-66142e06fd7", -EINVAL, NULL},
+                {"9ad7f620-5a0c-4979-8a2d-66142e06fd\xc3\xa9", -EINVAL, NULL},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                Uuid u = {.bytes = {0xaa}};
+                char buf[UUID_STRING_MAX];
+
+                assert_int_equal(uuid_from_string(table[i].s, &u), table[i].r);
+                if (table[i].r == 0)
+                        assert_string_equal(uuid_to_string(&u, buf), table[i].canonical);
+                else
+                        assert_int_equal(u.bytes[0], 0xaa);
+        }
+}
+
+static void test_uuid_bytes(void **state) {
+        Uuid u, v;
+        char buf[UUID_STRING_MAX];
+
+        assert_int_equal(uuid_from_string("00010203-0405-0607-0809-0a0b0c0d0e0f", &u), 0);
+        for (size_t i = 0; i < 16; i++)
+                assert_int_equal(u.bytes[i], i);
+        assert_false(uuid_is_nil(&u));
+
+        memset(&v, 0, sizeof(v));
+        assert_true(uuid_is_nil(&v));
+        assert_false(uuid_equal(&u, &v));
+        assert_string_equal(uuid_to_string(&v, buf), "00000000-0000-0000-0000-000000000000");
+}
+
+static void test_uuid_random(void **state) {
+        Uuid a, b, c;
+        char buf[UUID_STRING_MAX];
+
+        assert_int_equal(uuid_random(&a), 0);
+        assert_int_equal(uuid_random(&b), 0);
+        assert_false(uuid_equal(&a, &b));
+
+        /* Version 4, RFC 4122 variant. */
+        assert_int_equal(a.bytes[6] >> 4, 4);
+        assert_int_equal(a.bytes[8] & 0xc0, 0x80);
+
+        uuid_to_string(&a, buf);
+        assert_int_equal(strlen(buf), 36);
+        assert_int_equal(buf[14], '4');
+        assert_int_equal(uuid_from_string(buf, &c), 0);
+        assert_true(uuid_equal(&a, &c));
+}
+
+static void test_name_is_valid(void **state) {
+        static const struct {
+                const char *s;
+                bool valid;
+        } table[] = {
+                {"carol", true},
+                {"hub-1", true},
+                {"Hank", true},
+                {"a", true},
+                {"0", true},
+                {"sae_1.x", true},
+                {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", true},   /* 63 */
+                {"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false}, /* 64 */
+                {"", false},
+                {"-carol", false},
+                {".carol", false},
+                {"_carol", false},
+                {"..", false},
+                {"a/b", false},
+                {"a b", false},
+                {"a%2f", false},
+                {"caról", false},
+                {"a\n", false},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++)
+                assert_int_equal(name_is_valid(table[i].s), table[i].valid);
+        assert_false(name_is_valid(NULL));
+}
+
+static void test_parse_size(void **state) {
+        static const struct {
+                const char *s;
+                uint64_t max;
+                int r;
+                uint64_t v;
+        } table[] = {
+                {"0", UINT64_MAX, 0, 0},
+                {"1", UINT64_MAX, 0, 1},
+                {"10", UINT64_MAX, 0, 10},
+                {"4096", 4096, 0, 4096},
+                {"4097", 4096, -ERANGE, 0},
+                {"18446744073709551615", UINT64_MAX, 0, UINT64_MAX},
+                {"18446744073709551616", UINT64_MAX, -ERANGE, 0},
+                {"99999999999999999999999999999", UINT64_MAX, -ERANGE, 0},
+                {"", UINT64_MAX, -EINVAL, 0},
+                {"00", UINT64_MAX, -EINVAL, 0},
+                {"01", UINT64_MAX, -EINVAL, 0},
+                {"+1", UINT64_MAX, -EINVAL, 0},
+                {"-1", UINT64_MAX, -EINVAL, 0},
+                {"-0", UINT64_MAX, -EINVAL, 0},
+                {" 1", UINT64_MAX, -EINVAL, 0},
+                {"1 ", UINT64_MAX, -EINVAL, 0},
+                {"1_0", UINT64_MAX, -EINVAL, 0},
+                {"0x10", UINT64_MAX, -EINVAL, 0},
+                {"1e3", UINT64_MAX, -EINVAL, 0},
+                {"1.0", UINT64_MAX, -EINVAL, 0},
+                {"\xd9\xa1", UINT64_MAX, -EINVAL, 0}, /* Arabic-Indic digit one */
+                {"99999999999999999999999x", UINT64_MAX, -EINVAL, 0},
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
+                uint64_t v = 4242;
+
+                assert_int_equal(parse_size(table[i].s, strlen(table[i].s), table[i].max, &v), table[i].r);
+                assert_int_equal(v, table[i].r == 0 ? table[i].v : 4242);
+        }
+}
+
+static void test_parse_size_length(void **state) {
+        uint64_t v = 0;
+
+        /* Only the first n bytes count, so a field can be parsed in place. */
+        assert_int_equal(parse_size("123:456", 3, UINT64_MAX, &v), 0);
+        assert_int_equal(v, 123);
+        assert_int_equal(parse_size("123:456", 4, UINT64_MAX, &v), -EINVAL);
+        assert_int_equal(parse_size("1\0", 2, UINT64_MAX, &v), -EINVAL);
+        assert_int_equal(parse_size(NULL, 0, UINT64_MAX, &v), -EINVAL);
+}
+
+int main(void) {
+        const struct CMUnitTest tests[] = {
+                cmocka_unit_test(test_base64_rfc4648),    cmocka_unit_test(test_base64_all_bytes),
+                cmocka_unit_test(test_base64_mac_vector), cmocka_unit_test(test_base64_malformed),
+                cmocka_unit_test(test_base64_length),     cmocka_unit_test(test_uuid_parse),
+                cmocka_unit_test(test_uuid_bytes),        cmocka_unit_test(test_uuid_random),
+                cmocka_unit_test(test_name_is_valid),     cmocka_unit_test(test_parse_size),
+                cmocka_unit_test(test_parse_size_length),
+        };
+
+        return cmocka_run_group_tests(tests, NULL, NULL);
+}
