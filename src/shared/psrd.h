@@ -36,12 +36,14 @@ PoolOwner pool_owner_from_string(const char *s);
 typedef struct Block {
         Uuid uuid;
         size_t size;
-        uint8_t *data;  /* size bytes; used bytes are zero */
-        uint8_t *used;  /* bitmap, bit i set when byte i is used */
+        uint8_t *data; /* size bytes; used bytes are zero */
+        uint8_t *used; /* bitmap, bit i (byte i / 8, bit i % 8) set when byte i is used */
         size_t n_used;
+        size_t first_unused; /* every byte below this index is used: where allocation looks first */
 } Block;
 
-/* Creates a block from size bytes of data (copied; the caller wipes its copy). size > 0. */
+/* Creates a block from size bytes of data (copied; the caller wipes its copy).
+ * 0 < size <= PSRD_BLOCK_SIZE_MAX, else -EINVAL. */
 int block_new(const Uuid *uuid, const uint8_t *data, size_t size, Block **ret);
 /* Creates a block of size fresh random bytes with a random UUID. */
 int block_new_random(size_t size, Block **ret);
@@ -64,10 +66,20 @@ typedef struct Allocation {
         uint8_t *data; /* size bytes of key material, or NULL for metadata only (parsed, not taken) */
 } Allocation;
 
+/* An empty, metadata-only allocation, or NULL when out of memory. */
+Allocation *allocation_new(void);
 Allocation *allocation_free(Allocation *a); /* wipes data */
 DEFINE_TRIVIAL_CLEANUP_FUNC(Allocation *, allocation_free);
-/* Appends a fragment to a metadata-only allocation, checking limits (count, size > 0, overflow). */
+/* Appends a fragment to a metadata-only allocation. Returns 0, -EINVAL (size 0, or a->data is
+ * set), -ERANGE (start + size beyond PSRD_BLOCK_SIZE_MAX), -E2BIG (already PSRD_FRAGMENTS_MAX
+ * fragments), -ENOMEM. */
 int allocation_add_fragment(Allocation *a, const Uuid *uuid, size_t start, size_t size);
+/* Whether two fragments of a name a common byte of the same block. Key material must never be
+ * built from a byte twice, so a receiver checks this on metadata before it touches any PSRD
+ * (pool_take() does so itself; the MAC allocation is checked earlier, while parsing). */
+bool allocation_has_overlap(const Allocation *a);
+/* Whether a and b name the same fragments in the same order (the data is not compared). */
+bool allocation_fragments_equal(const Allocation *a, const Allocation *b);
 
 typedef struct PoolStats {
         size_t n_blocks;
@@ -85,9 +97,12 @@ typedef enum PsrdChange {
 
 typedef struct Pool Pool;
 
-/* Called for every change, before the operation returns. A negative return from a
- * PSRD_CHANGE_MARKED_USED or PSRD_CHANGE_BLOCK_ADDED notification makes the operation fail and be
- * undone (the bytes were not recorded, so they must not be used). */
+/* Called for every change, before the operation returns, after the block reflects it. A negative
+ * return from a PSRD_CHANGE_MARKED_USED or PSRD_CHANGE_BLOCK_ADDED notification makes the operation
+ * fail and be undone (the bytes were not recorded, so they must not be used): ranges of the same
+ * operation already reported as used are then reported as PSRD_CHANGE_GIVEN_BACK, the refused one is
+ * not. Allocations and takes report one PSRD_CHANGE_MARKED_USED per fragment. Errors from the other
+ * notifications are ignored. */
 typedef int (*PoolObserver)(Pool *p, PsrdChange change, const Block *b, size_t start, size_t size,
                             void *userdata);
 
@@ -112,18 +127,27 @@ void pool_get_stats(const Pool *p, PoolStats *ret);
 uint64_t pool_available(const Pool *p);
 
 /* The owner allocates n > 0 bytes, first-fit in block order from the lowest unused index, as
- * PROTOCOL.md §3.3. -ENOSPC (nothing consumed) when fewer than n bytes are available. */
+ * PROTOCOL.md §3.3. Nothing is consumed on failure:
+ *   -EINVAL  n == 0
+ *   -ENOSPC  fewer than n bytes available
+ *   -E2BIG   the bytes lie in more than PSRD_FRAGMENTS_MAX gaps (a receiver would refuse them)
+ * and -ENOMEM, or an observer's error. */
 int pool_allocate(Pool *p, size_t n, Allocation **ret);
 
 /* The receiver takes the bytes a peer named. a carries fragments only; on success a->data is set.
- * All or nothing: on failure nothing is marked used and *ret_bad (if given) is the index of the
- * failing fragment. If expected_size is not 0, a->size must equal it.
- *   -EBADMSG  empty allocation, zero-size fragment, fragments overlapping each other, or a->size
- *             different from expected_size
+ * All or nothing: every fragment is checked before any byte is marked, and on failure nothing is
+ * marked used. *ret_bad (if given) is set on failure to the index of the failing fragment, or to
+ * a->n_fragments when the allocation as a whole is wrong (empty, or not expected_size). If
+ * expected_size is not 0, a->size must equal it.
+ *   -EINVAL   a->data is already set (taken twice)
+ *   -EBADMSG  empty allocation, zero-size fragment, a fragment overlapping an earlier one, or a->size
+ *             different from the sum of the fragments or from expected_size
  *   -ENOENT   no block with that UUID in this pool        (InvalidBlockUUID)
  *   -ERANGE   start/size outside the block                 (InvalidPSRDIndex)
  *   -EALREADY some byte already used                       (PSRDDataAlreadyUsed)
- * and -ENOMEM, or an observer's error. */
+ * and -ENOMEM, or an observer's error. Fragments are checked in order, each for size 0, its block,
+ * its range, overlap with earlier fragments and used bytes, so the error names the first problem;
+ * the total size is checked last. */
 int pool_take(Pool *p, Allocation *a, size_t expected_size, size_t *ret_bad);
 
 /* Returns the bytes of an allocated or taken allocation to the pool (their original values come
