@@ -30,10 +30,14 @@ int dske_mac(const uint8_t *key, size_t key_size, const void *query, size_t quer
 int dske_mac_verify(const uint8_t *key, size_t key_size, const void *query, size_t query_size,
                     const void *body, size_t body_size, const uint8_t mac[static DSKE_MAC_SIZE]);
 
-/* Formats the header value "<allocation>%<b64(mac)>". */
+/* Formats the header value "<allocation>%<b64(mac)>". Returns 0, -EINVAL (an allocation that is
+ * not DSKE_MAC_KEY_SIZE bytes), -ENOMEM. */
 int signature_header_format(const Allocation *a, const uint8_t mac[static DSKE_MAC_SIZE], char **ret);
 
-/* Parses a header value. The allocation must total exactly DSKE_MAC_KEY_SIZE bytes in
- * non-overlapping fragments (checked here, before any PSRD is touched) and the MAC must decode to
- * exactly 32 bytes. Returns 0, -EBADMSG (malformed), -E2BIG, -ENOMEM. */
-int signature_header_parse(const char *s, Allocation **ret_allocation, uint8_t ret_mac[static DSKE_MAC_SIZE]);
+/* Parses a header value: exactly one '%' or ';' between a non-empty allocation string and the
+ * base64 MAC. The allocation must total exactly DSKE_MAC_KEY_SIZE bytes in non-overlapping
+ * fragments (checked here, before any PSRD is touched) and the MAC must be 44 characters of strict
+ * base64 that decode to exactly 32 bytes. The out parameters are set only on success. Returns 0,
+ * -EINVAL (NULL arguments), -EBADMSG (malformed), -E2BIG (too many fragments), -ENOMEM. */
+int signature_header_parse(const char *s, Allocation **ret_allocation,
+                           uint8_t ret_mac[static DSKE_MAC_SIZE]);
