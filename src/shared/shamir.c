@@ -278,7 +278,6 @@ int shamir_recover(const ShamirShare *shares, size_t n_shares, unsigned k, size_
         uint8_t xs[SHAMIR_SHARES_MAX], seen[256 / 8] = {};
         uint8_t *secret, *digest_share, *check;
         uint32_t bad = 0;
-        int r;
 
         if (!shares || !ret_secret)
                 return -EINVAL;
@@ -321,6 +320,8 @@ int shamir_recover(const ShamirShare *shares, size_t n_shares, unsigned k, size_
         /* With all shares consistent the polynomial through all of them is the one of degree k-1,
          * so the common case costs one interpolation. */
         if (!recover_points(xs, ys, n_shares, len, secret, digest_share)) {
+                int r;
+
                 if (n_shares == k)
                         return -EBADMSG;
                 r = recover_robust(xs, ys, (unsigned) n_shares, k, len, secret, digest_share, check, &bad);

@@ -366,7 +366,7 @@ static void test_header_parse_too_many_fragments(void **state) {
         _cleanup_free_ char *s = NULL;
         Allocation *a = NULL;
         uint8_t mac[32];
-        size_t l = 0, n = 0;
+        size_t n = 0;
         char *p;
 
         /* More fragments than any allocation may have: refused by count, whatever they add up to. */
@@ -374,8 +374,7 @@ static void test_header_parse_too_many_fragments(void **state) {
         assert_non_null(s);
         p = s;
         for (unsigned i = 0; i <= PSRD_FRAGMENTS_MAX; i++) {
-                l = (size_t) sprintf(p, "%s" U1 ":%u:1", i > 0 ? "," : "", i);
-                p += l;
+                p += sprintf(p, "%s" U1 ":%u:1", i > 0 ? "," : "", i);
                 n++;
         }
         strcpy(p, "%" MAC);

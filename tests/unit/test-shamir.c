@@ -380,7 +380,7 @@ static void test_k1(void **state) {
 
 /* Picks m distinct indices below n in random order. */
 static void pick(unsigned *ret, unsigned m, unsigned n) {
-        unsigned perm[SHAMIR_SHARES_MAX];
+        unsigned perm[SHAMIR_SHARES_MAX] = {};
 
         for (unsigned i = 0; i < n; i++)
                 perm[i] = i;
