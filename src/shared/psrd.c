@@ -459,8 +459,9 @@ int pool_allocate(Pool *p, size_t n, Allocation **ret) {
                 while (s < b->size && remaining > 0) {
                         size_t e, len;
 
-                        e = bitmap_find(b->used, s, b->size, true);
-                        len = MIN(e - s, remaining);
+                        /* Looking further than needed would scan the whole unused rest of the block. */
+                        e = bitmap_find(b->used, s, s + MIN(b->size - s, remaining), true);
+                        len = e - s;
 
                         r = allocation_add_fragment(a, &b->uuid, s, len);
                         if (r < 0)

@@ -280,7 +280,6 @@ static void test_string_malformed(void **state) {
 }
 
 static void test_string_huge(void **state) {
-        _cleanup_(pool_freep) Pool *p = receiver_pool_new();
         _cleanup_(allocation_freep) Allocation *a = NULL;
         _cleanup_free_ char *s = NULL;
         size_t n = 1024 * 1024;
