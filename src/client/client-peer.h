@@ -1,0 +1,112 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* One PeerHub per configured hub (PROTOCOL.md §8.1, §3.7): its registration state machine and
+ * its two PSRD pools.
+ *
+ *   UNREGISTERED --PUT registration--> REGISTERING --200--> PROVISIONING --blocks--> READY
+ *        ^                                  |                                         |
+ *        +------ failure: back-off ---------+                                         |
+ *        +------ 400 "Client is not registered." (the hub restarted) -----------------+
+ *
+ * Retries back off exponentially from RetryMin to RetryMax with jitter. Once registered, each
+ * pool is refilled with BlockSize blocks when its unused bytes fall under LowWater, up to
+ * HighWater; the hub-owned pool is also refilled when the hub reports it is running low. Every
+ * re-registration starts a new generation with fresh pools: work started on an older generation
+ * finishes without touching the new pools. */
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "client-manager.h"
+#include "http-client.h"
+#include "psrd.h"
+
+typedef enum PeerHubState {
+        PEER_HUB_UNREGISTERED,
+        PEER_HUB_REGISTERING,
+        PEER_HUB_PROVISIONING,
+        PEER_HUB_READY,
+        _PEER_HUB_STATE_MAX,
+        _PEER_HUB_STATE_INVALID = -EINVAL,
+} PeerHubState;
+
+const char *peer_hub_state_to_string(PeerHubState s);
+
+struct PeerHub {
+        Manager *manager;
+        unsigned index; /* share index this hub carries */
+        char *url;      /* base URL, ".../hub/NAME", no trailing '/' */
+        char *name;     /* from the URL until the hub names itself at registration */
+        PeerHubState state;
+        uint64_t generation;
+
+        Pool *local_pool; /* client-owned: what this client sends to the hub */
+        Pool *peer_pool;  /* hub-owned: what the hub sends to this client */
+
+        HttpCall *registration_call;
+        HttpCall *psrd_call[_POOL_OWNER_MAX];
+        bool refilling[_POOL_OWNER_MAX];
+        bool hub_reported_low; /* the hub said its copy of the hub-owned pool is low (R5) */
+
+        sd_event_source *retry_timer;
+        uint64_t backoff_usec;
+
+        /* After a transport failure key operations leave the hub alone until then (monotonic). */
+        uint64_t unreachable_until;
+        uint64_t unreachable_backoff;
+
+        HttpCall *unregister_call;
+        void (*unregister_done)(PeerHub *p, int error, void *userdata);
+        void *unregister_userdata;
+
+        uint64_t n_registrations;
+        uint64_t n_shares_sent;
+        uint64_t n_shares_received;
+        uint64_t n_failures;
+        uint64_t n_blocks_fetched;
+        char *last_error;
+};
+
+int peer_hub_new(Manager *m, unsigned index, const char *url, PeerHub **ret);
+PeerHub *peer_hub_free(PeerHub *p);
+DEFINE_TRIVIAL_CLEANUP_FUNC(PeerHub *, peer_hub_free);
+
+/* Starts (or continues) whatever the hub needs: registration, then PSRD. */
+void peer_hub_start(PeerHub *p);
+
+/* Whether key operations may use the hub now. */
+bool peer_hub_usable(const PeerHub *p);
+/* Whether both pools are above the low-water mark. */
+bool peer_hub_pools_healthy(const PeerHub *p);
+
+/* What a key operation learnt about the hub. */
+void peer_hub_note_unreachable(PeerHub *p, const char *why);
+void peer_hub_note_reachable(PeerHub *p);
+/* The hub answered 400 ClientNotRegistered to a request of the given generation: it lost our
+ * registration (restarted). Answers about older generations are ignored. */
+void peer_hub_lost_registration(PeerHub *p, uint64_t generation);
+/* The hub reported its copy of the hub-owned pool is low (503 with pool_available_bytes). */
+void peer_hub_hub_pool_low(PeerHub *p);
+/* Drops fully used blocks and refills pools under their threshold. */
+void peer_hub_after_use(PeerHub *p);
+
+void peer_hub_set_error(PeerHub *p, const char *format, ...) _printf_(2, 3);
+
+/* The management status of the hub: names, state, counters and pool sizes, never PSRD. */
+json_object *peer_hub_status_json(const PeerHub *p);
+
+/* Unregisters from the hub (DELETE registration) and destroys the pools; done is called once. */
+typedef void (*PeerHubUnregistered)(PeerHub *p, int error, void *userdata);
+int peer_hub_unregister(PeerHub *p, PeerHubUnregistered done, void *userdata);
+
+/* Classifies an error reply of a hub: its "message", and whether it is the reference's
+ * ClientNotRegistered or an out-of-PSRD report. The JSON is parsed leniently (it is unsigned). */
+typedef struct HubError {
+        char message[128];
+        bool client_not_registered;
+        bool out_of_psrd;
+} HubError;
+void hub_error_parse(const HttpResponse *response, HubError *ret);
