@@ -291,24 +291,21 @@ bool allocation_fragments_equal(const Allocation *a, const Allocation *b) {
 }
 
 int pool_new(const char *name, PoolOwner owner, Pool **ret) {
-        _cleanup_free_ char *n = NULL;
-        Pool *p;
+        _cleanup_(pool_freep) Pool *p = NULL;
 
         if (!name || !ret || owner < 0 || owner >= _POOL_OWNER_MAX)
                 return -EINVAL;
-
-        n = strdup(name);
-        if (!n)
-                return -ENOMEM;
 
         p = calloc(1, sizeof(Pool));
         if (!p)
                 return -ENOMEM;
 
-        p->name = TAKE_PTR(n);
+        p->name = strdup(name);
+        if (!p->name)
+                return -ENOMEM;
         p->owner = owner;
 
-        *ret = p;
+        *ret = TAKE_PTR(p);
         return 0;
 }
 
