@@ -12,9 +12,11 @@
 
 #include "psrd.h"
 
-/* Returns 0, -ENOMEM. *ret is freed by the caller. */
+/* Returns 0, -EINVAL (no fragments: the wire form always has one), -ENOMEM. *ret is freed by the
+ * caller. UUIDs come out in lowercase. */
 int allocation_to_string(const Allocation *a, char **ret);
-/* Parses n bytes at s. Returns 0, -EBADMSG (malformed), -E2BIG (too many fragments), -ENOMEM. */
+/* Parses n bytes at s (no NUL needed; an embedded NUL is malformed). Returns 0, -EBADMSG
+ * (malformed), -E2BIG (too many fragments), -ENOMEM. Fragments are not checked for overlap. */
 int allocation_from_string(const char *s, size_t n, Allocation **ret);
 
 /* Returns a new {"fragments":[...]} object in the reference's field order, or NULL on OOM. */
