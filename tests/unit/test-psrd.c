@@ -395,6 +395,15 @@ static void test_take_errors(void **state) {
         assert_int_equal(bad, 1);
         assert_pool_unchanged(p, &before);
 
+        /* Fragments of one allocation naming a byte twice, all of them unused. */
+        a->fragments[1] = (Fragment){.block_uuid = u1, .start = 15, .size = 4};
+        a->size = 20;
+        assert_true(allocation_has_overlap(a));
+        snapshot_take(p, &before);
+        assert_int_equal(pool_take(p, a, 20, &bad), -EBADMSG);
+        assert_int_equal(bad, 1);
+        assert_pool_unchanged(p, &before);
+
         /* Same block, touching but not overlapping: fine; then taken twice. */
         a->fragments[1] = (Fragment){.block_uuid = u1, .start = 16, .size = 4};
         a->size = 20;
