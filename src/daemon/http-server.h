@@ -7,7 +7,12 @@
  * The handler is called once per request, after the whole body arrived (bodies over the limit get
  * 413 without reaching it). It either replies before returning, or keeps the request (the
  * connection is then suspended) and replies later from any loop callback; the connection resumes
- * then. A request whose client went away is still valid until replied to or released. */
+ * then. A request whose client went away is still valid until replied to or released.
+ *
+ * Lifetime: the server owns a request, except while a handler keeps it. Once a kept request is
+ * replied to or released the server owns it again, and the caller must not touch it any more. A
+ * kept request outlives http_server_free(): replying to it or releasing it then just frees it,
+ * and the other accessors return NULL or empty values. */
 
 #include <json-c/json.h>
 #include <stdbool.h>
@@ -26,12 +31,13 @@ typedef struct HttpRequest HttpRequest;
 typedef int (*HttpHandler)(HttpRequest *req, void *userdata);
 
 typedef struct HttpServerConfig {
-        const char *address;       /* numeric IPv4/IPv6 address; NULL means 127.0.0.1 */
-        uint16_t port;             /* 0 picks a free port; see http_server_get_port() */
-        int listen_fd;             /* an already-bound listening socket (socket activation), or -1 */
-        size_t max_body_size;      /* 0 means 1 MiB */
-        unsigned max_connections;  /* 0 means 1024 */
-        unsigned timeout_sec;      /* idle connection timeout; 0 means 30 */
+        const char *address;      /* numeric IPv4/IPv6 address; NULL means 127.0.0.1 */
+        uint16_t port;            /* 0 picks a free port; see http_server_get_port() */
+        int listen_fd;            /* a listening socket (socket activation), or -1; the server
+                                   * owns it once http_server_new() succeeded */
+        size_t max_body_size;     /* 0 means 1 MiB */
+        unsigned max_connections; /* 0 means 1024 */
+        unsigned timeout_sec;     /* idle connection timeout; 0 means 30 */
 } HttpServerConfig;
 
 int http_server_new(sd_event *event, const HttpServerConfig *config, HttpHandler handler, void *userdata,
@@ -44,6 +50,8 @@ uint16_t http_server_get_port(const HttpServer *s);
 int http_server_quiesce(HttpServer *s);
 /* Number of requests kept by handlers and not yet replied to. */
 size_t http_server_pending(const HttpServer *s);
+/* Connections open now; *ret_accepted (optional) gets how many were accepted since the start. */
+size_t http_server_connections(const HttpServer *s, uint64_t *ret_accepted);
 
 const char *http_request_method(const HttpRequest *r);
 /* The percent-decoded path without the query. */
@@ -69,7 +77,9 @@ int http_request_reply(HttpRequest *r, unsigned status, const char *content_type
 int http_request_reply_json(HttpRequest *r, unsigned status, json_object *o);
 /* Replies {"message": message, "details": details} (details may be NULL: JSON null); takes the
  * reference to details. */
-int http_request_reply_error(HttpRequest *r, unsigned status, json_object *details, const char *format,
-                             ...) _printf_(4, 5);
+int http_request_reply_error(HttpRequest *r, unsigned status, json_object *details, const char *format, ...)
+        _printf_(4, 5);
 /* Whether a reply was already given. */
 bool http_request_replied(const HttpRequest *r);
+/* Gives up a kept request without a reply: its connection is closed. Accepts NULL. */
+void http_request_release(HttpRequest *r);
