@@ -106,6 +106,8 @@ static void request_free(HttpRequest *r) {
         if (r->response)
                 MHD_destroy_response(r->response);
         free(r->uri);
+        if (r->body)
+                explicit_bzero(r->body, r->body_size);
         free(r->body);
         free(r->headers);
         free(r);
@@ -154,6 +156,8 @@ static void server_request_recycle(HttpServer *s, HttpRequest *r) {
                 request_free(r);
                 return;
         }
+        if (r->body)
+                explicit_bzero(r->body, r->body_size);
         if (r->body_alloc > KEEP_BUFFER_MAX) {
                 free(r->body);
                 r->body = NULL;
@@ -248,6 +252,40 @@ fail:
         return -ENOMEM;
 }
 
+#if MHD_VERSION >= 0x00097302
+typedef struct WipedBuffer {
+        size_t size;
+        uint8_t data[];
+} WipedBuffer;
+
+static void wiped_buffer_free(void *cls) {
+        WipedBuffer *b = cls;
+
+        explicit_bzero(b->data, b->size);
+        free(b);
+}
+
+/* A copy of body that is wiped once sent: replies may carry keys. */
+static struct MHD_Response *response_new_wiped(const void *body, size_t size) {
+        struct MHD_Response *resp;
+        WipedBuffer *b;
+
+        b = malloc(offsetof(WipedBuffer, data) + size);
+        if (!b)
+                return NULL;
+        b->size = size;
+        memcpy(b->data, body, size);
+        resp = MHD_create_response_from_buffer_with_free_callback_cls(size, b->data, wiped_buffer_free, b);
+        if (!resp)
+                wiped_buffer_free(b);
+        return resp;
+}
+#else
+static struct MHD_Response *response_new_wiped(const void *body, size_t size) {
+        return MHD_create_response_from_buffer(size, (void *) body, MHD_RESPMEM_MUST_COPY);
+}
+#endif
+
 int http_request_reply(HttpRequest *r, unsigned status, const char *content_type, const void *body,
                        size_t size) {
         struct MHD_Response *resp;
@@ -265,7 +303,7 @@ int http_request_reply(HttpRequest *r, unsigned status, const char *content_type
         if (size == 0)
                 resp = MHD_create_response_from_buffer(0, (void *) "", MHD_RESPMEM_PERSISTENT);
         else
-                resp = MHD_create_response_from_buffer(size, (void *) body, MHD_RESPMEM_MUST_COPY);
+                resp = response_new_wiped(body, size);
         if (!resp)
                 return -ENOMEM;
         return request_set_response(r, status, content_type, resp);

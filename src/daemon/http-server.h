@@ -70,10 +70,12 @@ bool http_request_from_loopback(const HttpRequest *r);
 
 /* Adds a header to the reply to come. */
 int http_request_add_header(HttpRequest *r, const char *name, const char *value);
-/* Replies with the given body (copied); content_type NULL means no body type header. */
+/* Replies with the given body (copied); content_type NULL means no body type header. The copy is
+ * wiped once sent, so this is the call for replies that carry key material. */
 int http_request_reply(HttpRequest *r, unsigned status, const char *content_type, const void *body,
                        size_t size);
-/* Replies with o serialised compactly (application/json); takes the reference to o. */
+/* Replies with o serialised compactly (application/json); takes the reference to o. The text is
+ * sent from o's own buffer, which json-c does not wipe. */
 int http_request_reply_json(HttpRequest *r, unsigned status, json_object *o);
 /* Replies {"message": message, "details": details} (details may be NULL: JSON null); takes the
  * reference to details. */
