@@ -2,8 +2,11 @@
 #pragma once
 
 /* Outbound HTTP on an sd-event loop: one libcurl multi handle whose socket and timer callbacks
- * map to sd-event io and time sources; a defer source drains curl_multi_info_read(). Connections
- * are kept alive in the multi handle's cache and reused per host. */
+ * map to sd-event io and time sources; finished calls are collected with curl_multi_info_read()
+ * right after curl ran, outside any curl callback. Connections are kept alive in the multi
+ * handle's cache and reused per host.
+ *
+ * Completion callbacks may start new calls and cancel others; they must not free the client. */
 
 #include <stddef.h>
 #include <stdint.h>
@@ -20,9 +23,11 @@ typedef struct HttpResponse {
         size_t body_size;
 } HttpResponse;
 
-/* Called exactly once per call unless it was cancelled. error is 0 when a response arrived (any
- * status), otherwise a negative errno (-ETIMEDOUT, -ECONNREFUSED, -EPROTO, ...) and response
- * holds status 0. message describes a transport failure for logs and error details. */
+/* Called exactly once per call unless it was cancelled, never from within http_client_call().
+ * error is 0 when a response arrived (any status), otherwise a negative errno (-ETIMEDOUT,
+ * -ECONNREFUSED, -EHOSTUNREACH, -EMSGSIZE for a body over 4 MiB, -EIO, -EPROTO, ...) and response
+ * holds status 0. message describes a transport failure for logs and error details. response and
+ * its body are valid only during the callback. */
 typedef void (*HttpCallDone)(HttpCall *call, int error, const char *message, const HttpResponse *response,
                              void *userdata);
 
@@ -32,12 +37,14 @@ HttpClient *http_client_free(HttpClient *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HttpClient *, http_client_free);
 
 typedef struct HttpCallSpec {
-        const char *method;        /* "GET", "POST", "PUT", "DELETE" */
-        const char *url;           /* http:// or https:// only */
-        const char *const *headers; /* NULL-terminated "Name: value" lines, or NULL */
-        const void *body;          /* sent as is; copied */
+        const char *method; /* "GET", "POST", "PUT", "DELETE" */
+        const char *url;    /* http:// or https:// only */
+        /* NULL-terminated "Name: value" lines, or NULL. A body goes out as application/json
+         * unless a Content-Type line is among them. */
+        const char *const *headers;
+        const void *body; /* sent as is; copied */
         size_t body_size;
-        unsigned timeout_ms;       /* whole call; 0 means 5000 */
+        unsigned timeout_ms; /* whole call; 0 means 5000 */
 } HttpCallSpec;
 
 /* Starts a call. *ret (optional) stays valid until done is called or the call is cancelled. */

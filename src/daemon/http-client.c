@@ -1,0 +1,662 @@
+/* SPDX-License-Identifier: MIT */
+#include <assert.h>
+#include <curl/curl.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <time.h>
+
+#include "http-client.h"
+#include "log.h"
+
+#define DEFAULT_TIMEOUT_MS 5000u
+#define CONNECT_TIMEOUT_MS 5000u
+/* Our peers answer with a few kilobytes of JSON; anything far larger is a broken or hostile peer. */
+#define MAX_RESPONSE_BODY    ((size_t) 4 * 1024 * 1024)
+#define MAX_RESPONSE_HEADERS ((size_t) 64 * 1024)
+/* Connections kept alive across calls, for all hosts together: enough for every call in flight. */
+#define MAX_CACHED_CONNECTIONS 256L
+#define FREE_CALLS_MAX         64u
+#define KEEP_BUFFER_MAX        ((size_t) 64 * 1024)
+
+typedef struct CurlSocket CurlSocket;
+
+struct CurlSocket {
+        HttpClient *client;
+        sd_event_source *source;
+        CurlSocket *prev, *next;
+};
+
+struct HttpCall {
+        HttpClient *client;
+        CURL *easy;
+        HttpCall *prev, *next; /* the client's running list, or its free list */
+        bool running;
+        bool too_large;
+        bool out_of_memory;
+
+        HttpCallDone done;
+        void *userdata;
+
+        struct curl_slist *request_headers;
+        uint8_t *request_body;
+        size_t request_body_alloc;
+
+        uint8_t *body; /* NUL-terminated */
+        size_t body_size, body_alloc;
+        char *headers; /* "Name\0Value\0"... of the final response */
+        size_t headers_size, headers_alloc;
+
+        char error[CURL_ERROR_SIZE];
+};
+
+struct HttpClient {
+        sd_event *event;
+        CURLM *multi;
+        sd_event_source *timer_source;
+        CurlSocket *sockets;
+
+        HttpCall *running_head;
+        size_t n_running;
+        HttpCall *free_head;
+        size_t n_free;
+};
+
+static int buffer_reserve(void **buf, size_t *alloc, size_t need) {
+        size_t n;
+        void *p;
+
+        if (need <= *alloc)
+                return 0;
+        n = MAX(need, *alloc * 2);
+        n = MAX(n, (size_t) 64);
+        p = realloc(*buf, n);
+        if (!p)
+                return -ENOMEM;
+        *buf = p;
+        *alloc = n;
+        return 0;
+}
+
+/* Bodies may carry encrypted shares and signatures: wipe them before the memory is reused. */
+static void buffer_drop(void **buf, size_t *alloc, size_t used) {
+        if (*buf)
+                explicit_bzero(*buf, MIN(used + 1, *alloc));
+        if (*alloc > KEEP_BUFFER_MAX) {
+                free(*buf);
+                *buf = NULL;
+                *alloc = 0;
+        }
+}
+
+static void running_add(HttpClient *c, HttpCall *call) {
+        call->prev = NULL;
+        call->next = c->running_head;
+        if (c->running_head)
+                c->running_head->prev = call;
+        c->running_head = call;
+        c->n_running++;
+        call->running = true;
+}
+
+static void running_remove(HttpClient *c, HttpCall *call) {
+        if (call->prev)
+                call->prev->next = call->next;
+        else
+                c->running_head = call->next;
+        if (call->next)
+                call->next->prev = call->prev;
+        call->prev = call->next = NULL;
+        assert(c->n_running > 0);
+        c->n_running--;
+        call->running = false;
+}
+
+static void call_destroy(HttpCall *call) {
+        if (!call)
+                return;
+        if (call->easy)
+                curl_easy_cleanup(call->easy);
+        curl_slist_free_all(call->request_headers);
+        if (call->request_body)
+                explicit_bzero(call->request_body, call->request_body_alloc);
+        free(call->request_body);
+        if (call->body)
+                explicit_bzero(call->body, call->body_alloc);
+        free(call->body);
+        free(call->headers);
+        free(call);
+}
+
+static HttpCall *client_call_acquire(HttpClient *c) {
+        HttpCall *call = c->free_head;
+
+        if (call) {
+                c->free_head = call->next;
+                c->n_free--;
+                call->next = NULL;
+                /* Options go back to their defaults; the multi handle keeps the connections. */
+                curl_easy_reset(call->easy);
+                return call;
+        }
+
+        call = calloc(1, sizeof(HttpCall));
+        if (!call)
+                return NULL;
+        call->client = c;
+        call->easy = curl_easy_init();
+        if (!call->easy) {
+                free(call);
+                return NULL;
+        }
+        return call;
+}
+
+/* A call that is done or cancelled: its easy handle is already out of the multi handle. */
+static void client_call_recycle(HttpClient *c, HttpCall *call) {
+        curl_slist_free_all(call->request_headers);
+        call->request_headers = NULL;
+        buffer_drop((void **) &call->request_body, &call->request_body_alloc, call->request_body_alloc);
+        buffer_drop((void **) &call->body, &call->body_alloc, call->body_size);
+        call->body_size = 0;
+        call->headers_size = 0;
+        call->done = NULL;
+        call->userdata = NULL;
+        call->too_large = call->out_of_memory = false;
+        call->error[0] = 0;
+
+        if (c->n_free >= FREE_CALLS_MAX) {
+                call_destroy(call);
+                return;
+        }
+        call->prev = NULL;
+        call->next = c->free_head;
+        c->free_head = call;
+        c->n_free++;
+}
+
+static int curl_code_to_errno(CURLcode code) {
+        switch (code) {
+        case CURLE_COULDNT_CONNECT:
+                return -ECONNREFUSED;
+        case CURLE_OPERATION_TIMEDOUT:
+                return -ETIMEDOUT;
+        case CURLE_COULDNT_RESOLVE_HOST:
+                return -EHOSTUNREACH;
+        case CURLE_OUT_OF_MEMORY:
+                return -ENOMEM;
+        case CURLE_UNSUPPORTED_PROTOCOL:
+        case CURLE_URL_MALFORMAT:
+                return -EINVAL;
+        case CURLE_SEND_ERROR:
+        case CURLE_RECV_ERROR:
+        case CURLE_GOT_NOTHING:
+        case CURLE_PARTIAL_FILE:
+                return -EIO;
+        default:
+                return -EPROTO;
+        }
+}
+
+static void call_finish(HttpCall *call, CURLcode code) {
+        HttpClient *c = call->client;
+        HttpResponse response = {};
+        const char *message = NULL;
+        int error = 0;
+
+        running_remove(c, call);
+        (void) curl_multi_remove_handle(c->multi, call->easy);
+
+        if (code == CURLE_OK) {
+                long status = 0;
+
+                (void) curl_easy_getinfo(call->easy, CURLINFO_RESPONSE_CODE, &status);
+                response.status = status;
+                response.body = call->body_size > 0 ? call->body : (const uint8_t *) "";
+                response.body_size = call->body_size;
+        } else {
+                response.body = (const uint8_t *) "";
+                if (call->too_large) {
+                        error = -EMSGSIZE;
+                        message = "Response too large.";
+                } else if (call->out_of_memory) {
+                        error = -ENOMEM;
+                        message = "Out of memory.";
+                } else {
+                        error = curl_code_to_errno(code);
+                        message = call->error[0] ? call->error : curl_easy_strerror(code);
+                }
+        }
+
+        call->done(call, error, message, &response, call->userdata);
+        client_call_recycle(c, call);
+}
+
+/* Runs the callbacks of finished calls. They may start and cancel calls: curl drops the message of
+ * a handle removed meanwhile, so nothing read here goes stale. */
+static void client_process_done(HttpClient *c) {
+        CURLMsg *msg;
+        int left;
+
+        while ((msg = curl_multi_info_read(c->multi, &left))) {
+                HttpCall *call = NULL;
+                CURLcode code;
+
+                if (msg->msg != CURLMSG_DONE)
+                        continue;
+                code = msg->data.result;
+                if (curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &call) != CURLE_OK ||
+                    !call)
+                        continue;
+                call_finish(call, code);
+        }
+}
+
+static int client_on_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        HttpClient *c = userdata;
+        int action = 0, running;
+
+        if (revents & EPOLLIN)
+                action |= CURL_CSELECT_IN;
+        if (revents & EPOLLOUT)
+                action |= CURL_CSELECT_OUT;
+        if (revents & (EPOLLERR | EPOLLHUP))
+                action |= CURL_CSELECT_ERR;
+
+        (void) curl_multi_socket_action(c->multi, fd, action, &running);
+        client_process_done(c);
+        return 0;
+}
+
+static int client_on_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        HttpClient *c = userdata;
+        int running;
+
+        (void) curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        client_process_done(c);
+        return 0;
+}
+
+static void curl_socket_free(CurlSocket *s) {
+        HttpClient *c = s->client;
+
+        if (s->prev)
+                s->prev->next = s->next;
+        else
+                c->sockets = s->next;
+        if (s->next)
+                s->next->prev = s->prev;
+        sd_event_source_disable_unref(s->source);
+        free(s);
+}
+
+static int client_on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
+        HttpClient *c = userp;
+        CurlSocket *s = socketp;
+        uint32_t events = 0;
+        int k;
+
+        if (what == CURL_POLL_REMOVE) {
+                if (s) {
+                        (void) curl_multi_assign(c->multi, fd, NULL);
+                        curl_socket_free(s);
+                }
+                return 0;
+        }
+
+        if (what & CURL_POLL_IN)
+                events |= EPOLLIN;
+        if (what & CURL_POLL_OUT)
+                events |= EPOLLOUT;
+
+        if (s) {
+                k = sd_event_source_set_io_events(s->source, events);
+                if (k >= 0)
+                        k = sd_event_source_set_enabled(s->source, SD_EVENT_ON);
+                if (k < 0) {
+                        log_debug_errno(k, "HTTP client: failed to watch socket %i: %m", fd);
+                        return -1;
+                }
+                return 0;
+        }
+
+        s = calloc(1, sizeof(CurlSocket));
+        if (!s)
+                return -1;
+        k = sd_event_add_io(c->event, &s->source, fd, events, client_on_io, c);
+        if (k < 0) {
+                log_debug_errno(k, "HTTP client: failed to watch socket %i: %m", fd);
+                free(s);
+                return -1;
+        }
+        (void) sd_event_source_set_description(s->source, "http-client-io");
+        s->client = c;
+        s->next = c->sockets;
+        if (c->sockets)
+                c->sockets->prev = s;
+        c->sockets = s;
+        if (curl_multi_assign(c->multi, fd, s) != CURLM_OK) {
+                curl_socket_free(s);
+                return -1;
+        }
+        return 0;
+}
+
+static int client_on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
+        HttpClient *c = userp;
+        int k;
+
+        if (timeout_ms < 0)
+                k = sd_event_source_set_enabled(c->timer_source, SD_EVENT_OFF);
+        else {
+                k = sd_event_source_set_time_relative(c->timer_source, (uint64_t) timeout_ms * 1000);
+                if (k >= 0)
+                        k = sd_event_source_set_enabled(c->timer_source, SD_EVENT_ONESHOT);
+        }
+        if (k < 0) {
+                log_debug_errno(k, "HTTP client: failed to arm the timer: %m");
+                return -1;
+        }
+        return 0;
+}
+
+int http_client_new(sd_event *event, HttpClient **ret) {
+        _cleanup_(http_client_freep) HttpClient *c = NULL;
+        int k;
+
+        assert(event);
+        assert(ret);
+
+        /* Reference counted by curl; balanced in http_client_free(). */
+        if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+                return -EIO;
+
+        c = calloc(1, sizeof(HttpClient));
+        if (!c) {
+                curl_global_cleanup();
+                return -ENOMEM;
+        }
+        c->event = sd_event_ref(event);
+
+        c->multi = curl_multi_init();
+        if (!c->multi)
+                return -ENOMEM;
+        if (curl_multi_setopt(c->multi, CURLMOPT_SOCKETFUNCTION, client_on_curl_socket) != CURLM_OK ||
+            curl_multi_setopt(c->multi, CURLMOPT_SOCKETDATA, c) != CURLM_OK ||
+            curl_multi_setopt(c->multi, CURLMOPT_TIMERFUNCTION, client_on_curl_timer) != CURLM_OK ||
+            curl_multi_setopt(c->multi, CURLMOPT_TIMERDATA, c) != CURLM_OK ||
+            curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, MAX_CACHED_CONNECTIONS) != CURLM_OK ||
+            curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L) != CURLM_OK)
+                return -EIO;
+
+        k = sd_event_add_time(event, &c->timer_source, CLOCK_MONOTONIC, 0, 1000, client_on_timer, c);
+        if (k < 0)
+                return k;
+        (void) sd_event_source_set_description(c->timer_source, "http-client-timer");
+        k = sd_event_source_set_enabled(c->timer_source, SD_EVENT_OFF);
+        if (k < 0)
+                return k;
+
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+HttpClient *http_client_free(HttpClient *c) {
+        HttpCall *call;
+
+        if (!c)
+                return NULL;
+
+        while ((call = c->running_head)) {
+                running_remove(c, call);
+                (void) curl_multi_remove_handle(c->multi, call->easy);
+                call_destroy(call);
+        }
+        while ((call = c->free_head)) {
+                c->free_head = call->next;
+                call_destroy(call);
+        }
+        /* Closing the cached connections reports their sockets as removed, while c is still here. */
+        if (c->multi)
+                (void) curl_multi_cleanup(c->multi);
+        while (c->sockets)
+                curl_socket_free(c->sockets);
+        sd_event_source_disable_unref(c->timer_source);
+        sd_event_unref(c->event);
+        free(c);
+        curl_global_cleanup();
+        return NULL;
+}
+
+static size_t call_on_write(char *data, size_t size, size_t n, void *userdata) {
+        HttpCall *call = userdata;
+
+        assert(size == 1);
+        if (n > MAX_RESPONSE_BODY - call->body_size) {
+                call->too_large = true;
+                return 0;
+        }
+        if (buffer_reserve((void **) &call->body, &call->body_alloc, call->body_size + n + 1) < 0) {
+                call->out_of_memory = true;
+                return 0;
+        }
+        memcpy(call->body + call->body_size, data, n);
+        call->body_size += n;
+        call->body[call->body_size] = 0;
+        return n;
+}
+
+static bool is_blank(char c) {
+        return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+static size_t call_on_header(char *data, size_t size, size_t n, void *userdata) {
+        HttpCall *call = userdata;
+        const char *colon, *name_end, *value, *value_end;
+        size_t nl, vl;
+
+        assert(size == 1);
+
+        /* A status line starts a new response (after an interim "100 Continue"): only the headers
+         * of the final one count. */
+        if (n >= 5 && memcmp(data, "HTTP/", 5) == 0) {
+                call->headers_size = 0;
+                return n;
+        }
+        colon = memchr(data, ':', n);
+        if (!colon || colon == data)
+                return n;
+
+        name_end = colon;
+        while (name_end > data && is_blank(name_end[-1]))
+                name_end--;
+        value = colon + 1;
+        value_end = data + n;
+        while (value < value_end && is_blank(*value))
+                value++;
+        while (value_end > value && is_blank(value_end[-1]))
+                value_end--;
+
+        nl = (size_t) (name_end - data);
+        vl = (size_t) (value_end - value);
+        if (nl + vl + 2 > MAX_RESPONSE_HEADERS - call->headers_size) {
+                call->too_large = true;
+                return 0;
+        }
+        if (buffer_reserve((void **) &call->headers, &call->headers_alloc,
+                           call->headers_size + nl + vl + 2) < 0) {
+                call->out_of_memory = true;
+                return 0;
+        }
+        memcpy(call->headers + call->headers_size, data, nl);
+        call->headers[call->headers_size + nl] = 0;
+        memcpy(call->headers + call->headers_size + nl + 1, value, vl);
+        call->headers[call->headers_size + nl + 1 + vl] = 0;
+        call->headers_size += nl + vl + 2;
+        return n;
+}
+
+const char *http_call_response_header(const HttpCall *call, const char *name) {
+        assert(call);
+        assert(name);
+
+        for (size_t i = 0; i < call->headers_size;) {
+                const char *h = call->headers + i;
+                const char *v = h + strlen(h) + 1;
+
+                if (strcasecmp(h, name) == 0)
+                        return v;
+                i = (size_t) (v - call->headers) + strlen(v) + 1;
+        }
+        return NULL;
+}
+
+static bool url_is_http(const char *url) {
+        return strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0;
+}
+
+/* "Name: value" lines: whether name is among them. */
+static bool headers_have(const char *const *headers, const char *name) {
+        size_t n = strlen(name);
+
+        for (const char *const *h = headers; h && *h; h++)
+                if (strncasecmp(*h, name, n) == 0 && (*h)[n] == ':')
+                        return true;
+        return false;
+}
+
+static int call_add_header(HttpCall *call, const char *line) {
+        struct curl_slist *l;
+
+        if (strpbrk(line, "\r\n"))
+                return -EINVAL;
+        l = curl_slist_append(call->request_headers, line);
+        if (!l)
+                return -ENOMEM;
+        call->request_headers = l;
+        return 0;
+}
+
+#define SETOPT(easy, opt, value)                                                                            \
+        do {                                                                                                \
+                if (curl_easy_setopt(easy, opt, value) != CURLE_OK)                                         \
+                        return -ENOMEM;                                                                     \
+        } while (false)
+
+static int call_setup(HttpCall *call, const HttpCallSpec *spec) {
+        CURL *e = call->easy;
+        unsigned timeout_ms = spec->timeout_ms > 0 ? spec->timeout_ms : DEFAULT_TIMEOUT_MS;
+        bool has_body = spec->body || spec->body_size > 0;
+        int k;
+
+        SETOPT(e, CURLOPT_PRIVATE, call);
+        SETOPT(e, CURLOPT_ERRORBUFFER, call->error);
+        SETOPT(e, CURLOPT_NOSIGNAL, 1L);
+#if LIBCURL_VERSION_NUM >= 0x075500
+        SETOPT(e, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+        SETOPT(e, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+        SETOPT(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
+        SETOPT(e, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
+        SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long) MIN(timeout_ms, CONNECT_TIMEOUT_MS));
+        SETOPT(e, CURLOPT_TCP_NODELAY, 1L);
+        SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
+        SETOPT(e, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
+        SETOPT(e, CURLOPT_WRITEFUNCTION, call_on_write);
+        SETOPT(e, CURLOPT_WRITEDATA, call);
+        SETOPT(e, CURLOPT_HEADERFUNCTION, call_on_header);
+        SETOPT(e, CURLOPT_HEADERDATA, call);
+        SETOPT(e, CURLOPT_URL, spec->url);
+
+        if (has_body) {
+                /* Our own copy, reused from call to call; curl sends from it without copying. */
+                k = buffer_reserve((void **) &call->request_body, &call->request_body_alloc,
+                                   MAX(spec->body_size, (size_t) 1));
+                if (k < 0)
+                        return k;
+                if (spec->body_size > 0)
+                        memcpy(call->request_body, spec->body, spec->body_size);
+                SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) spec->body_size);
+                SETOPT(e, CURLOPT_POSTFIELDS, call->request_body);
+                if (!streq(spec->method, "POST"))
+                        SETOPT(e, CURLOPT_CUSTOMREQUEST, spec->method);
+        } else if (streq(spec->method, "GET"))
+                SETOPT(e, CURLOPT_HTTPGET, 1L);
+        else if (streq(spec->method, "HEAD"))
+                SETOPT(e, CURLOPT_NOBODY, 1L);
+        else if (streq(spec->method, "POST")) {
+                SETOPT(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) 0);
+                SETOPT(e, CURLOPT_POSTFIELDS, "");
+        } else
+                SETOPT(e, CURLOPT_CUSTOMREQUEST, spec->method);
+
+        for (const char *const *h = spec->headers; h && *h; h++) {
+                k = call_add_header(call, *h);
+                if (k < 0)
+                        return k;
+        }
+        /* Waiting for "100 Continue" costs a round trip for no gain with bodies this small. */
+        k = call_add_header(call, "Expect:");
+        if (k < 0)
+                return k;
+        if ((has_body || streq(spec->method, "POST")) && !headers_have(spec->headers, "Content-Type")) {
+                k = call_add_header(call, "Content-Type: application/json");
+                if (k < 0)
+                        return k;
+        }
+        SETOPT(e, CURLOPT_HTTPHEADER, call->request_headers);
+        return 0;
+}
+
+int http_client_call(HttpClient *c, const HttpCallSpec *spec, HttpCallDone done, void *userdata,
+                     HttpCall **ret) {
+        HttpCall *call;
+        int k;
+
+        assert(c);
+        assert(spec);
+        assert(done);
+
+        if (isempty(spec->method) || !spec->url || !url_is_http(spec->url))
+                return -EINVAL;
+        if (!spec->body && spec->body_size > 0)
+                return -EINVAL;
+
+        call = client_call_acquire(c);
+        if (!call)
+                return -ENOMEM;
+        call->done = done;
+        call->userdata = userdata;
+
+        k = call_setup(call, spec);
+        if (k < 0) {
+                client_call_recycle(c, call);
+                return k;
+        }
+        if (curl_multi_add_handle(c->multi, call->easy) != CURLM_OK) {
+                client_call_recycle(c, call);
+                return -ENOMEM;
+        }
+        running_add(c, call);
+
+        if (ret)
+                *ret = call;
+        return 0;
+}
+
+void http_call_cancel(HttpCall *call) {
+        HttpClient *c;
+
+        /* Inside its own callback a call is already finished: nothing to cancel. */
+        if (!call || !call->running)
+                return;
+        c = call->client;
+        running_remove(c, call);
+        (void) curl_multi_remove_handle(c->multi, call->easy);
+        client_call_recycle(c, call);
+}
+
+size_t http_client_running(const HttpClient *c) {
+        assert(c);
+        return c->n_running;
+}
