@@ -3,11 +3,20 @@
 
 /* Table-driven INI configuration on top of libinih. Every "[Section] Key=" must appear in the
  * table; each value is parsed by a typed parser into the target struct at the item's offset.
- * Errors are logged as "FILE:LINE: ..." and make conf_parse_file() fail with -EINVAL. */
+ * Errors are logged as "FILE:LINE: ..." and make conf_parse_file() fail with -EINVAL; parsing
+ * stops at the first one.
+ *
+ * Lines starting with '#' or ';' are comments, and so is " ;..." after a value. Indentation is
+ * ignored (no continuation lines). A line may hold about 200 characters (inih's buffer); list
+ * parsers append, so long lists can be split over several lines. */
 
 #include <stddef.h>
 #include <stdint.h>
 
+#include "macro.h"
+
+/* key is "Section.Key", for messages. A parser logs what is wrong (conf_log_invalid() helps) and
+ * returns a negative errno. */
 typedef int (*ConfParser)(const char *filename, unsigned line, const char *key, const char *value,
                           void *data);
 
@@ -22,7 +31,12 @@ typedef struct ConfItem {
  * optional files can be skipped), -EINVAL after logging what is wrong, or another negative errno. */
 int conf_parse_file(const char *path, const ConfItem *table, size_t n_items, void *target);
 
-/* Parsers for ConfItem.parse. data points at the field. */
+/* Logs "FILE:LINE: Invalid value for KEY: <message>" and returns -EINVAL. */
+int conf_log_invalid(const char *filename, unsigned line, const char *key, const char *format, ...)
+        _printf_(4, 5);
+
+/* Parsers for ConfItem.parse. data points at the field. An empty value resets strings (to NULL)
+ * and lists (to empty) and is invalid for the others. */
 int conf_parse_string(const char *filename, unsigned line, const char *key, const char *value,
                       void *data); /* char *, replaced */
 int conf_parse_strv(const char *filename, unsigned line, const char *key, const char *value,
@@ -34,8 +48,8 @@ int conf_parse_unsigned(const char *filename, unsigned line, const char *key, co
 int conf_parse_port(const char *filename, unsigned line, const char *key, const char *value,
                     void *data); /* uint16_t, 1..65535 */
 int conf_parse_bytes(const char *filename, unsigned line, const char *key, const char *value,
-                     void *data); /* uint64_t; suffixes K, M, G (1024-based) */
+                     void *data); /* uint64_t; suffixes K, M, G, T (1024-based), KiB... */
 int conf_parse_sec(const char *filename, unsigned line, const char *key, const char *value,
-                   void *data); /* uint64_t microseconds, from "30", "30s", "500ms", "5min" */
+                   void *data); /* uint64_t µs: "30" (s), "30s", "500ms", "5min", "1h 30min" */
 int conf_parse_log_level(const char *filename, unsigned line, const char *key, const char *value,
                          void *data); /* int */
