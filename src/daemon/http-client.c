@@ -388,7 +388,7 @@ int http_client_new(sd_event *event, HttpClient **ret) {
             curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L) != CURLM_OK)
                 return -EIO;
 
-        k = sd_event_add_time(event, &c->timer_source, CLOCK_MONOTONIC, 0, 1000, client_on_timer, c);
+        k = sd_event_add_time(event, &c->timer_source, CLOCK_MONOTONIC, 0, 1, client_on_timer, c);
         if (k < 0)
                 return k;
         (void) sd_event_source_set_description(c->timer_source, "http-client-timer");

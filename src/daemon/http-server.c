@@ -913,7 +913,7 @@ int http_server_new(sd_event *event, const HttpServerConfig *config, HttpHandler
                 return k;
         (void) sd_event_source_set_description(s->io_source, "http-server-io");
 
-        k = sd_event_add_time(event, &s->timer_source, CLOCK_MONOTONIC, 0, 1000, server_on_timer, s);
+        k = sd_event_add_time(event, &s->timer_source, CLOCK_MONOTONIC, 0, 1, server_on_timer, s);
         if (k < 0)
                 return k;
         (void) sd_event_source_set_description(s->timer_source, "http-server-timer");
