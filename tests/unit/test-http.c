@@ -111,6 +111,8 @@ static int reply_echo(HttpRequest *req) {
         json_object_object_add(o, "flag", v ? json_object_new_string(v) : NULL);
         v = http_request_header(req, "x-test");
         json_object_object_add(o, "x_test", v ? json_object_new_string(v) : NULL);
+        v = http_request_header(req, "Content-Type");
+        json_object_object_add(o, "content_type", v ? json_object_new_string(v) : NULL);
         json_object_object_add(o, "body", json_object_new_string_len((const char *) body, (int) size));
         json_object_object_add(o, "loopback", json_object_new_boolean(http_request_from_loopback(req)));
         assert_int_equal(http_request_add_header(req, "X-Reply", "yes"), 0);
@@ -149,6 +151,8 @@ static int handler(HttpRequest *req, void *userdata) {
         }
         if (streq(path, "/fail"))
                 return -EIO;
+        if (streq(path, "/null"))
+                return http_request_reply_json(req, 200, NULL);
         if (streq(path, "/error")) {
                 json_object *d = json_object_new_object();
                 json_object_object_add(d, "key_id", json_object_new_string("a/b"));
@@ -325,7 +329,17 @@ static void test_post_echo(void **state) {
         o = parse(&r);
         assert_string_equal(field(o, "method"), "POST");
         assert_string_equal(field(o, "body"), body);
+        assert_string_equal(field(o, "content_type"), "application/json");
         result_done(&r);
+
+        {
+                static const char *const headers[] = {"content-type: text/plain", NULL};
+                call(f, "POST", "/echo", headers, "x", 1, 0, &r);
+                json_object_put(o);
+                o = parse(&r);
+                assert_string_equal(field(o, "content_type"), "text/plain");
+                result_done(&r);
+        }
 
         call(f, "PUT", "/raw", NULL, binary, sizeof(binary), 0, &r);
         assert_int_equal(r.status, 200);
@@ -621,6 +635,13 @@ static void test_error_bodies(void **state) {
         call(f, "GET", "/fail", NULL, NULL, 0, 0, &r);
         assert_int_equal(r.status, 500);
         assert_string_equal(r.body, "{\"message\":\"Internal server error.\",\"details\":null}");
+        result_done(&r);
+
+        /* The reference answers a successful POST key-share with a bare null. */
+        call(f, "POST", "/null", NULL, "{}", 2, 0, &r);
+        assert_int_equal(r.status, 200);
+        assert_string_equal(r.content_type, "application/json");
+        assert_string_equal(r.body, "null");
         result_done(&r);
 
         call(f, "GET", "/nowhere", NULL, NULL, 0, 0, &r);
