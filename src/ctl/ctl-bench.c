@@ -346,6 +346,10 @@ typedef struct BlockUse {
 typedef struct PsrdSnapshot {
         BlockUse *blocks;
         size_t n_blocks;
+        /* The clients' own running totals ("psrd": {"bytes_used", "bytes_given_back"}), when every
+         * client reports them: exact, whatever happened to blocks in between. */
+        bool have_counters;
+        uint64_t used, given_back;
 } PsrdSnapshot;
 
 static void psrd_snapshot_done(PsrdSnapshot *s) {
@@ -414,6 +418,7 @@ static int psrd_snapshot_take(Ctl *ctl, const Topology *t, TopologyNode *const *
         if (r < 0)
                 goto finish;
 
+        s.have_counters = true;
         for (size_t i = 0; i < n_kmes && r >= 0; i++) {
                 _cleanup_json_ json_object *o = ctl_call_json(calls + i);
                 json_object *hubs;
@@ -423,6 +428,15 @@ static int psrd_snapshot_take(Ctl *ctl, const Topology *t, TopologyNode *const *
                         r = -EBADMSG;
                         break;
                 }
+                json_object *psrd, *v;
+                if (json_object_object_get_ex(o, "psrd", &psrd) &&
+                    json_object_object_get_ex(psrd, "bytes_used", &v) &&
+                    json_object_is_type(v, json_type_int)) {
+                        s.used += json_u64(psrd, "bytes_used");
+                        s.given_back += json_u64(psrd, "bytes_given_back");
+                } else
+                        s.have_counters = false;
+
                 for (size_t h = 0; h < json_object_array_length(hubs) && r >= 0; h++) {
                         json_object *hub = json_object_array_get_idx(hubs, h), *pool;
                         if (json_object_object_get_ex(hub, "local_pool", &pool))
@@ -445,6 +459,12 @@ finish:
 
 static uint64_t psrd_spent(const PsrdSnapshot *before, const PsrdSnapshot *after) {
         uint64_t spent = 0;
+
+        if (before->have_counters && after->have_counters) {
+                uint64_t b = before->used - MIN(before->used, before->given_back),
+                         a = after->used - MIN(after->used, after->given_back);
+                return a > b ? a - b : 0;
+        }
 
         for (size_t i = 0; i < before->n_blocks; i++) {
                 const BlockUse *b = before->blocks + i;

@@ -1340,10 +1340,20 @@ int topology_discover(const TopologyRunOptions *o, const char *const *names, cha
                 found = TAKE_PTR(path);
         }
 
-        if (n_found == 0)
+        if (n_found == 0) {
+                _cleanup_free_ char *list = NULL;
+                size_t size = 0;
+                FILE *f = open_memstream(&list, &size);
+                if (!f)
+                        return log_oom();
+                for (const char *const *n = names; n && *n; n++)
+                        fprintf(f, "%s%s", n == names ? "" : n[1] ? ", " : " and ", *n);
+                if (fclose(f) != 0)
+                        return log_oom();
                 return log_error_errno(-ENOENT,
                                        "No running topology knows %s; name one with --topology FILE.",
-                                       names && names[0] ? names[0] : "the nodes asked for");
+                                       isempty(list) ? "the nodes asked for" : list);
+        }
         if (n_found > 1)
                 return log_error_errno(-ENOTUNIQ,
                                        "Several running topologies fit; name one with --topology FILE.");

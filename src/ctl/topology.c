@@ -100,6 +100,7 @@ static void parser_finish_section(Parser *p) {
                 } else {
                         ctl_strv_free(n->encryptors);
                         n->encryptors = TAKE_PTR(p->encryptors);
+                        n->encryptors_line = p->encryptors_line;
                 }
         }
 }
@@ -208,7 +209,7 @@ static char *parser_read(char *str, int num, void *stream) {
                 return str;
         if (*s == '[') {
                 /* Work on a copy: libinih parses the original after us. */
-                _cleanup_free_ char *copy = strdup(s);
+                _cleanup_free_ char *copy = strdup(s + 1);
                 p->after_key = false;
                 if (!copy)
                         (void) parser_fail(p, log_oom());
@@ -311,7 +312,8 @@ static int path_make_absolute(const char *base_dir, const char *p, char **ret) {
         return 0;
 }
 
-static int topology_check(Topology *t, const char *hub_config, const char *client_config) {
+static int topology_check(Topology *t, const char *display, const char *hub_config,
+                          const char *client_config) {
         _cleanup_free_ char *dir_buf = strdup(t->path);
         int r;
 
@@ -320,16 +322,16 @@ static int topology_check(Topology *t, const char *hub_config, const char *clien
         const char *dir = dirname(dir_buf);
 
         if (t->n_nodes == 0) {
-                log_error("%s: The topology has no [Hub NAME] or [Client NAME] sections.", t->path);
+                log_error("%s: The topology has no [Hub NAME] or [Client NAME] sections.", display);
                 return -EINVAL;
         }
         if (t->n_hubs == 0) {
-                log_error("%s: The topology has clients but no hubs.", t->path);
+                log_error("%s: The topology has clients but no hubs.", display);
                 return -EINVAL;
         }
 
         if (t->shares_required != 0 && (t->shares_required < 2 || t->shares_required > t->n_hubs)) {
-                log_error("%s: SharesRequired=%u must lie between 2 and the number of hubs (%zu).", t->path,
+                log_error("%s: SharesRequired=%u must lie between 2 and the number of hubs (%zu).", display,
                           t->shares_required, t->n_hubs);
                 return -EINVAL;
         }
@@ -349,21 +351,22 @@ static int topology_check(Topology *t, const char *hub_config, const char *clien
 
                 for (char **e = n->encryptors; e && *e; e++) {
                         if (!name_is_valid(*e)) {
-                                log_error("%s:%u: Invalid SAE ID \"%s\" for client %s.", t->path, n->line,
-                                          *e, n->name);
+                                log_error("%s:%u: Invalid SAE ID \"%s\" for client %s.", display,
+                                          n->encryptors_line, *e, n->name);
                                 return -EINVAL;
                         }
                         TopologyNode *owner = topology_find_sae(t, *e);
                         if (owner != n) {
                                 log_error("%s:%u: SAE ID \"%s\" of client %s is already used by client %s "
                                           "(line %u); SAE IDs must be unique.",
-                                          t->path, n->line, *e, n->name, owner->name, owner->line);
+                                          display, n->encryptors_line, *e, n->name, owner->name,
+                                          owner->encryptors_line);
                                 return -EINVAL;
                         }
                         for (char **f = n->encryptors; f < e; f++)
                                 if (streq(*f, *e)) {
                                         log_error("%s:%u: SAE ID \"%s\" is listed twice for client %s.",
-                                                  t->path, n->line, *e, n->name);
+                                                  display, n->encryptors_line, *e, n->name);
                                         return -EINVAL;
                                 }
                 }
@@ -373,7 +376,7 @@ static int topology_check(Topology *t, const char *hub_config, const char *clien
 
         r = topology_assign_ports(t, t->base_port);
         if (r < 0) {
-                log_error("%s: %zu nodes from base port %u run past port 65535.", t->path, t->n_nodes,
+                log_error("%s: %zu nodes from base port %u run past port 65535.", display, t->n_nodes,
                           t->base_port);
                 return r;
         }
@@ -444,7 +447,7 @@ int topology_load(const char *path, Topology **ret) {
                 p.error = log_oom();
 
         if (p.error == 0)
-                p.error = topology_check(t, p.hub_config, p.client_config);
+                p.error = topology_check(t, path, p.hub_config, p.client_config);
         free(p.hub_config);
         free(p.client_config);
         if (p.error < 0)

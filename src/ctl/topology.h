@@ -41,6 +41,7 @@ typedef struct TopologyNode {
         char **encryptors; /* clients only; NULL-terminated, may be NULL */
         char *config;      /* absolute path of extra configuration, or NULL */
         unsigned line;     /* where the section starts in the file */
+        unsigned encryptors_line;
         uint16_t port;
 } TopologyNode;
 
