@@ -10,6 +10,8 @@
 #include "log.h"
 #include "topology-run.h"
 
+#define NODE_EXIT_TIMEOUT_MS 30000
+
 static bool arg_json = false;
 static const char *arg_http = NULL;
 static const char *arg_topology = NULL;
@@ -267,9 +269,12 @@ static int verb_get_key_pair(Ctl *ctl, int argc, char *argv[]) {
 }
 
 /* The management URL of the node the user named: --http URL, a URL argument, or a name looked up in
- * the topology. */
-static int node_mgmt_base(const char *spec, NodeType required, char **ret) {
+ * the topology. For a node of a running topology, *ret_process names its process (pid 0 otherwise). */
+static int node_mgmt_base(const char *spec, NodeType required, char **ret, NodeState *ret_process) {
         _cleanup_(topology_freep) Topology *t = NULL;
+        _cleanup_(topology_state_freep) TopologyState *s = NULL;
+        _cleanup_free_ char *found = NULL;
+        TopologyRunOptions o = run_options();
         TopologyNode *n;
         int r;
 
@@ -282,8 +287,14 @@ static int node_mgmt_base(const char *spec, NodeType required, char **ret) {
                 return log_error_errno(-EINVAL, "Which node? Give its URL (e.g. --http "
                                                 "http://127.0.0.1:8100/hub/hank) or its name.");
 
-        const char *names[] = {spec, NULL};
-        r = open_topology(names, &t);
+        const char *names[] = {spec, NULL}, *path = arg_topology;
+        if (!path) {
+                r = topology_discover(&o, names, &found);
+                if (r < 0)
+                        return r;
+                path = found;
+        }
+        r = topology_open(path, &o, &t, &s);
         if (r < 0)
                 return r;
         r = topology_lookup_node(t, spec, &n);
@@ -296,23 +307,48 @@ static int node_mgmt_base(const char *spec, NodeType required, char **ret) {
         _cleanup_free_ char *base = NULL;
         if (topology_node_url(t, n, &base) < 0 || asprintf(ret, "%s/mgmt/v1", base) < 0)
                 return log_oom();
+
+        NodeState *ns = s ? topology_state_find(s, n->type, n->name) : NULL;
+        if (ns) {
+                *ret_process = *ns;
+                ret_process->name = strdup(ns->name);
+                if (!ret_process->name)
+                        return log_oom();
+        }
         return 0;
 }
 
 static int verb_node(Ctl *ctl, int argc, char *argv[]) {
         _cleanup_free_ char *base = NULL;
+        NodeState process = {};
         NodeAction action = streq(argv[0], "status") ? NODE_ACTION_STATUS
                             : streq(argv[0], "stop") ? NODE_ACTION_STOP
                                                      : NODE_ACTION_DECOMMISSION;
         int r;
 
         r = node_mgmt_base(argc > 1 ? argv[1] : NULL,
-                           action == NODE_ACTION_DECOMMISSION ? NODE_CLIENT : _NODE_TYPE_INVALID, &base);
-        if (r < 0)
-                return r;
-        if (action == NODE_ACTION_DECOMMISSION && !strstr(base, "/client/"))
-                return log_error_errno(-EINVAL, "Only clients can be decommissioned: %s", base);
-        return node_action(ctl, base, action, arg_json);
+                           action == NODE_ACTION_DECOMMISSION ? NODE_CLIENT : _NODE_TYPE_INVALID, &base,
+                           &process);
+        if (r >= 0 && action == NODE_ACTION_DECOMMISSION && !strstr(base, "/client/"))
+                r = log_error_errno(-EINVAL, "Only clients can be decommissioned: %s", base);
+        if (r >= 0)
+                r = node_action(ctl, base, action, arg_json);
+
+        /* A node of a running topology: report when it is really gone. */
+        if (r >= 0 && action != NODE_ACTION_STATUS && process.pid > 0) {
+                r = node_state_wait_exit(&process, NODE_EXIT_TIMEOUT_MS);
+                if (r == -ETIMEDOUT)
+                        r = log_error_errno(r, "%s %s (pid %d) is still running after %d s.",
+                                            node_type_to_string(process.type), process.name,
+                                            (int) process.pid, NODE_EXIT_TIMEOUT_MS / 1000);
+                else if (r < 0)
+                        r = log_error_errno(r, "Failed to wait for pid %d: %m", (int) process.pid);
+                else if (!arg_json)
+                        printf("%s %s (pid %d) has exited.\n", node_type_to_string(process.type),
+                               process.name, (int) process.pid);
+        }
+        free(process.name);
+        return r;
 }
 
 static int verb_bench(Ctl *ctl, int argc, char *argv[]) {

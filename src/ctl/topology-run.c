@@ -778,7 +778,11 @@ static int node_write_config(const Up *u, const TopologyNode *n, char **ret) {
                 /* Registration and PSRD delivery over HTTP simulate provisioning: a local topology
                  * relies on them. */
                 fprintf(f, "[Hub]\nOutOfBandAPI=yes\n");
+                if (u->t->log_level)
+                        fprintf(f, "LogLevel=%s\n", u->t->log_level);
         } else {
+                if (u->t->log_level)
+                        fprintf(f, "[Client]\nLogLevel=%s\n", u->t->log_level);
                 if (u->t->shares_required > 0)
                         fprintf(f, "[Keys]\nSharesRequired=%u\n", u->t->shares_required);
                 /* Every other client's SAEs, so that the client knows the KME of each peer SAE. */

@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: MIT */
 #include <fcntl.h>
 #include <json-c/json.h>
+#include <poll.h>
 #include <stdio.h>
 #include <sys/file.h>
+#include <sys/pidfd.h>
 #include <sys/stat.h>
 
 #include "json-util.h"
@@ -402,6 +404,30 @@ bool node_state_is_running(const NodeState *n) {
         if (process_start_time(n->pid, &st) < 0 || st != n->start_time)
                 return false;
         return process_is_node(n->pid, n->type, n->name);
+}
+
+int node_state_wait_exit(const NodeState *n, int timeout_ms) {
+        _cleanup_close_ int fd = -EBADF;
+
+        if (!node_state_is_running(n))
+                return 0;
+        fd = pidfd_open(n->pid, 0);
+        if (fd < 0)
+                return errno == ESRCH ? 0 : negative_errno();
+        /* The pidfd pins the process: check it is still ours before waiting on it. */
+        if (!node_state_is_running(n))
+                return 0;
+
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        for (;;) {
+                int r = poll(&p, 1, timeout_ms);
+                if (r > 0)
+                        return 0;
+                if (r == 0)
+                        return -ETIMEDOUT;
+                if (errno != EINTR)
+                        return negative_errno();
+        }
 }
 
 int node_log_path(const char *dir, NodeType type, const char *name, char **ret) {

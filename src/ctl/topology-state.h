@@ -54,6 +54,9 @@ int process_start_time(pid_t pid, uint64_t *ret);
 /* Whether pid is still the dske-hub or dske-client process serving the node recorded in n. */
 bool node_state_is_running(const NodeState *n);
 
+/* Waits until the process recorded in n has exited; 0 when it is gone, -ETIMEDOUT. */
+int node_state_wait_exit(const NodeState *n, int timeout_ms);
+
 /* "DIR/TYPE-NAME.log" and "DIR/TYPE-NAME" (the node's --state-dir). */
 int node_log_path(const char *dir, NodeType type, const char *name, char **ret);
 int node_state_dir_path(const char *dir, NodeType type, const char *name, char **ret);

@@ -46,6 +46,7 @@ Topology *topology_free(Topology *t) {
         free(t->path);
         free(t->id);
         free(t->address);
+        free(t->log_level);
         free(t);
         return NULL;
 }
@@ -244,6 +245,16 @@ static int parser_handle_topology(Parser *p, const char *key, const char *value)
                 return conf_parse_string(p->path, p->line, key, value, &p->client_config);
         if (streq(key, "SharesRequired"))
                 return conf_parse_unsigned(p->path, p->line, key, value, &t->shares_required);
+        if (streq(key, "LogLevel")) {
+                if (log_level_from_string(value) < 0) {
+                        log_error(
+                                "%s:%u: LogLevel= must be one of emerg, alert, crit, err, warning, notice, "
+                                "info, debug: \"%s\".",
+                                p->path, p->line, value);
+                        return -EINVAL;
+                }
+                return conf_parse_string(p->path, p->line, key, value, &t->log_level);
+        }
         if (streq(key, "ReadyTimeoutSec"))
                 return conf_parse_sec(p->path, p->line, key, value, &t->ready_timeout_usec);
 

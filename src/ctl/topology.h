@@ -10,6 +10,7 @@
  *   HubConfig=FILE           added to every hub's configuration (relative to the topology file)
  *   ClientConfig=FILE        added to every client's configuration
  *   SharesRequired=3         k, the shares a client needs to rebuild a key (default: the client's)
+ *   LogLevel=notice          every node's log level (default: the daemons' own)
  *   ReadyTimeoutSec=30s      how long "up" waits for every node to become ready
  *
  *   [Hub hank]               one section per hub; Config= overrides HubConfig=
@@ -51,6 +52,7 @@ typedef struct Topology {
         char *address; /* numeric IPv4 or IPv6 */
         uint16_t base_port;
         unsigned shares_required; /* 0: the clients' default */
+        char *log_level;          /* NULL: the daemons' default */
         uint64_t ready_timeout_usec;
         TopologyNode *nodes; /* hubs first, then clients, each sorted by name */
         size_t n_nodes;
