@@ -283,13 +283,14 @@ void manager_stop(Manager *m, const char *reason) {
         m->stopping = true;
 
         log_info("Stopping: %s.", reason);
-        (void) daemon_notify_stopping("Stopping.");
 
+        /* Closed before STOPPING=1 goes out: whoever sees it finds the port closed. */
         if (m->server) {
                 r = http_server_quiesce(m->server);
                 if (r < 0)
-                        log_warning_errno(r, "Failed to stop accepting connections, stopping at once: %m");
+                        log_warning_errno(r, "Failed to stop accepting connections: %m");
         }
+        (void) daemon_notify_stopping("Stopping.");
 
         r = sd_event_now(m->event, CLOCK_MONOTONIC, &now);
         if (r >= 0) {
