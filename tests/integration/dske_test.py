@@ -171,6 +171,8 @@ class Daemon:
         self.notify = None
         self.log_path = os.path.join(self.workdir, f"{self.name}.log")
         self._log_file = None
+        # More subprocess.Popen arguments, e.g. pass_fds and preexec_fn to hand over sockets.
+        self.start_options = {}
 
     # -- life cycle --
 
@@ -180,7 +182,7 @@ class Daemon:
         env["NOTIFY_SOCKET"] = self.notify.path
         self._log_file = open(self.log_path, "ab")
         self.proc = subprocess.Popen(self.argv, env=env, stdin=subprocess.DEVNULL, stdout=self._log_file,
-                                     stderr=subprocess.STDOUT, cwd=self.workdir)
+                                     stderr=subprocess.STDOUT, cwd=self.workdir, **self.start_options)
         if wait_ready and not self.wait_ready(timeout):
             code = self.proc.poll()
             if code is None:

@@ -304,6 +304,35 @@ class ConcurrencyTests(DaemonTestCase):
         self.assertEqual(hub.status()["shares"], [])
 
 
+class SocketActivationTests(DaemonTestCase):
+    def test_inherited_listening_socket(self):
+        """With LISTEN_FDS/LISTEN_PID (as systemd passes them) the hub serves on the socket it was
+        given; --port is then ignored."""
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(listener.close)
+        listener.bind((LOCALHOST, 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+
+        def fd3():
+            os.dup2(listener.fileno(), 3)
+
+        env = dict(os.environ, LISTEN_FDS="1")
+        # The shell's PID is the hub's after exec, so LISTEN_PID names the right process.
+        argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', program("DSKE_HUB"), "hank", "--port",
+                str(free_port())]
+        d = Daemon(argv, env=env, workdir=self.tmpdir(), name="hub-hank")
+        d.expect_exit = 0
+        self.addCleanup(self._finish_daemon, d)
+        d.start_options = {"pass_fds": (listener.fileno(),), "preexec_fn": fd3}
+        d.start()
+        listener.close()
+        r = http_request(LOCALHOST, port, "GET", "/hub/hank/mgmt/v1/status")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json()["name"], "hank")
+        self.assertIn(f"listening on 127.0.0.1 port {port}.", d.log())
+
+
 class ReadinessTests(unittest.TestCase):
     def test_ready_only_when_listening(self):
         """READY=1 comes after the socket is bound: a request right after it succeeds."""
