@@ -571,6 +571,8 @@ static int bench_print(Bench *b, const Topology *t, const char *master, const ch
                                        have_psrd ? json_object_new_double(per_key) : NULL);
                 json_object_object_add(j, "psrd_bytes_per_key_expected",
                                        json_object_new_int64((int64_t) expected));
+                /* Microseconds are the resolution measured: no more digits than that. */
+                (void) json_c_set_serialization_double_format("%.3f", JSON_C_OPTION_GLOBAL);
                 json_print(j);
                 return 0;
         }
