@@ -265,13 +265,19 @@ Manager *manager_free(Manager *m) {
 static int manager_stop_poll(sd_event_source *source, uint64_t usec, void *userdata) {
         Manager *m = userdata;
         size_t n = http_server_connections(m->server, NULL);
+        int r;
 
         if (n == 0 || usec >= m->stop_deadline) {
                 if (n > 0)
                         log_notice("Closing %zu connection(s) still open after the grace period.", n);
                 return sd_event_exit(m->event, 0);
         }
-        return sd_event_source_set_time_relative(source, STOP_POLL_USEC);
+        r = sd_event_source_set_time_relative(source, STOP_POLL_USEC);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                return sd_event_exit(m->event, 0);
+        return 0;
 }
 
 void manager_stop(Manager *m, const char *reason) {

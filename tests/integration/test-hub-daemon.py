@@ -2,6 +2,7 @@
 """dske-hub as a process: command line, configuration files, readiness, signals, graceful stop and
 many connections at once."""
 
+import http.client
 import os
 import re
 import signal
@@ -193,6 +194,18 @@ class SignalTests(DaemonTestCase):
         self.assertTrue(reply.startswith(b"HTTP/1.1 200"), reply)
         self.assertTrue(reply.endswith(b'{"hub_name":"hank"}'), reply)
         self.assertEqual(hub.daemon.wait(30), 0, hub.daemon.log())
+
+    def test_idle_connection_does_not_hold_the_stop(self):
+        """A client that keeps an idle connection open delays the stop by the grace period at
+        most."""
+        hub = self.start_hub("hank")
+        conn = http.client.HTTPConnection(LOCALHOST, hub.port, timeout=10)
+        self.addCleanup(conn.close)
+        conn.request("GET", "/hub/hank/mgmt/v1/status")
+        self.assertEqual(conn.getresponse().read()[:8], b'{"name":')
+        hub.daemon.send_signal(signal.SIGTERM)
+        self.assertEqual(hub.daemon.wait(15), 0, hub.daemon.log())
+        self.assertIn("Closing 1 connection(s) still open after the grace period.", hub.daemon.log())
 
     def test_sighup_reloads(self):
         path = os.path.join(self.tmpdir(), "hank.conf")
