@@ -3,11 +3,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include "log.h"
 
 static int max_level = LOG_INFO;
 static const char *log_ident = NULL;
+static bool log_to_terminal = false;
 
 static const char *const level_names[] = {
         "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
@@ -36,6 +38,7 @@ int log_level_from_string(const char *s) {
 
 void log_open(const char *ident) {
         log_ident = ident;
+        log_to_terminal = isatty(STDERR_FILENO) > 0;
 }
 
 int log_internal(int level, int error, const char *file, int line, const char *func, const char *format,
@@ -50,8 +53,9 @@ int log_internal(int level, int error, const char *file, int line, const char *f
         (void) vsnprintf(buf, sizeof(buf), format, ap);
         va_end(ap);
 
-        if (log_ident)
-                fprintf(stderr, "<%d>%s: %s\n", level & LOG_PRIMASK, log_ident, buf);
+        /* A person reads a terminal; the journal and log files want the priority. */
+        if (log_to_terminal)
+                fprintf(stderr, "%s: %s\n", strempty(log_ident), buf);
         else
                 fprintf(stderr, "<%d>%s\n", level & LOG_PRIMASK, buf);
 

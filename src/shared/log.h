@@ -13,20 +13,21 @@ void log_set_max_level(int level);
 int log_get_max_level(void);
 /* Parses "emerg".."debug" or "0".."7"; returns the level or -EINVAL. */
 int log_level_from_string(const char *s);
-/* Whether stderr goes to the journal (JOURNAL_STREAM matches it): then no timestamps are added. */
+/* Chooses the format: "IDENT: message" when stderr is a terminal, otherwise "<N>message" with the
+ * syslog priority, which journald and the topology runner's log files keep. */
 void log_open(const char *ident);
 
 /* Logs at level; when error is non-zero errno is set to -error so "%m" shows it. Returns -|error|,
  * or 0 when error is 0, so callers can "return log_error_errno(r, ...)". */
-int log_internal(int level, int error, const char *file, int line, const char *func, const char *format,
-                 ...) _printf_(6, 7);
+int log_internal(int level, int error, const char *file, int line, const char *func, const char *format, ...)
+        _printf_(6, 7);
 
-#define log_full_errno(level, error, ...)                                                                    \
-        ({                                                                                                   \
-                int _level_ = (level), _e_ = (error);                                                        \
-                _level_ <= log_get_max_level()                                                               \
-                        ? log_internal(_level_, _e_, __FILE__, __LINE__, __func__, __VA_ARGS__)              \
-                        : -abs(_e_);                                                                         \
+#define log_full_errno(level, error, ...)                                                                   \
+        ({                                                                                                  \
+                int _level_ = (level), _e_ = (error);                                                       \
+                _level_ <= log_get_max_level()                                                              \
+                        ? log_internal(_level_, _e_, __FILE__, __LINE__, __func__, __VA_ARGS__)             \
+                        : -abs(_e_);                                                                        \
         })
 
 #define log_full(level, ...) (void) log_full_errno(level, 0, __VA_ARGS__)
