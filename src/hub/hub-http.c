@@ -372,26 +372,35 @@ static int route_psrd(Manager *m, HttpRequest *req) {
 
 /* ---- in band: key shares ---- */
 
-/* The PSRD one key-share request uses. Until the request is committed, everything taken or
- * allocated for it goes back to its pool when the context is released (H3): a message that
- * fails, whether its MAC or a later check, burns nothing. */
+/* The PSRD one key-share request uses, and what goes back to the pools when it is refused.
+ *
+ * Bytes of the client-owned pool taken only to check a MAC that fails go back (H3): a forged
+ * message must not burn the real client's PSRD. Once the MAC has verified, the client really
+ * spent the bytes the request names (its MAC key and, for a POST, the share-encryption key):
+ * they stay used whatever the answer, or the captured request could be replayed later and the
+ * hub's copy of the pool would keep a hole that its owner never allocates again.
+ *
+ * Bytes the hub allocated itself from the hub-owned pool go back unless the signed answer left
+ * the process (committed): nobody has seen them. */
 typedef struct KeyShareContext {
         PeerClient *client;
         Allocation *request_mac; /* taken from the client-owned pool */
         Allocation *share_key;   /* taken (POST) or allocated (GET) */
         Pool *share_key_pool;
         Allocation *response_mac; /* allocated from the hub-owned pool */
+        bool verified;            /* the request's MAC checked out */
         bool committed;
 } KeyShareContext;
 
+/* A POST's share key is taken only after the MAC verified, so it never goes back. */
 static void key_share_context_give_back(KeyShareContext *ctx) {
         if (!ctx->client)
                 return;
         if (ctx->response_mac && ctx->response_mac->data)
                 pool_give_back(ctx->client->hub_pool, ctx->response_mac);
-        if (ctx->share_key && ctx->share_key->data)
+        if (ctx->share_key && ctx->share_key->data && ctx->share_key_pool == ctx->client->hub_pool)
                 pool_give_back(ctx->share_key_pool, ctx->share_key);
-        if (ctx->request_mac && ctx->request_mac->data)
+        if (ctx->request_mac && ctx->request_mac->data && !ctx->verified)
                 pool_give_back(ctx->client->client_pool, ctx->request_mac);
 }
 
@@ -446,6 +455,7 @@ static int verify_request(KeyShareContext *ctx, HttpRequest *req) {
                 (void) reply_invalid_signature(req, "MAC mismatch");
                 return 1;
         }
+        ctx->verified = true;
         return 0;
 }
 
@@ -456,7 +466,8 @@ static int allocate_response_mac(KeyShareContext *ctx, HttpRequest *req) {
 
         r = pool_allocate(p, DSKE_MAC_KEY_SIZE, &ctx->response_mac);
         if (IS_OUT_OF_PSRD(r)) {
-                /* The level reported must be the real one, so nothing of this request is held. */
+                /* The level reported must be the real one, so the hub-owned bytes this request
+                 * holds go back first. */
                 key_share_context_give_back(ctx);
                 ctx->response_mac = NULL;
                 (void) reply_out_of_psrd(req, p, PURPOSE_MESSAGE_SIGNING_KEY, DSKE_MAC_KEY_SIZE);
@@ -647,7 +658,7 @@ static int route_post_share(Manager *m, HttpRequest *req) {
 
         r = reply_signed(&ctx, req, "null", 4);
         if (r < 0) {
-                /* Nothing left the process: undo, so that the client's retry is not refused. */
+                /* Nothing left the process: the client was told nothing, so nothing is stored. */
                 ctx.committed = false;
                 if (!existing)
                         share_store_remove(&m->shares, share_store_get(&m->shares, &key_id),
@@ -723,11 +734,9 @@ static int route_get_share(Manager *m, HttpRequest *req) {
         }
 
         r = pool_allocate(ctx.client->hub_pool, share->size, &ctx.share_key);
-        if (IS_OUT_OF_PSRD(r)) {
-                key_share_context_give_back(&ctx);
+        if (IS_OUT_OF_PSRD(r))
                 return reply_out_of_psrd(req, ctx.client->hub_pool, PURPOSE_SHARE_ENCRYPTION_KEY,
                                          share->size);
-        }
         if (r < 0)
                 return log_error_errno(r, "Failed to allocate PSRD from pool %s local: %m", client_name);
         ctx.share_key_pool = ctx.client->hub_pool;

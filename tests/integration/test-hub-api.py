@@ -53,6 +53,24 @@ class HubTestCase(DaemonTestCase):
         return ([b["nr_used_bytes"] for b in c["local_pool"]["blocks"]],
                 [b["nr_used_bytes"] for b in c["peer_pool"]["blocks"]])
 
+    def assertSpent(self, client_name, before, hub_owned=0, client_owned=0):
+        """Since before (a used() result), the hub marked exactly hub_owned more bytes used in its
+        copy of client_name's hub-owned pool and client_owned more in the client-owned one, gave
+        none back, and added or dropped no block."""
+        after = self.used(client_name)
+        for pool, b, a, n in (("hub-owned", before[0], after[0], hub_owned),
+                              ("client-owned", before[1], after[1], client_owned)):
+            self.assertEqual(len(a), len(b), f"{pool} pool: blocks {b} -> {a}")
+            self.assertTrue(all(x >= y for x, y in zip(a, b)), f"{pool} pool: bytes given back {b} -> {a}")
+            self.assertEqual(sum(a) - sum(b), n, f"{pool} pool: used bytes {b} -> {a}")
+
+    def assertInStep(self, peer):
+        """The hub's copies of peer's pools have the blocks peer has, each with as many used bytes."""
+        c = self.hub.client_status(peer.client_name)
+        for hub_copy, ours in (("peer_pool", peer.client_pool), ("local_pool", peer.hub_pool)):
+            self.assertEqual([(b["uuid"], b["nr_used_bytes"]) for b in c[hub_copy]["blocks"]],
+                             [(b.uuid, b.nr_used_bytes) for b in ours.blocks], hub_copy)
+
     def stored_shares(self):
         return self.hub.status()["shares"]
 
@@ -200,13 +218,27 @@ class LimitsConfigTests(HubTestCase):
 
     def test_shares_per_client(self):
         carol = self.peer("carol", ["sam"])
-        for i in range(2):
-            self.assertEqual(carol.post_share("sam", "sofia", new_key_id(), 0, os.urandom(8)).status, 200)
+        connie = self.peer("connie", ["sofia"])
+        key_ids = [new_key_id() for _ in range(2)]
+        for key_id in key_ids:
+            self.assertEqual(carol.post_share("sam", "sofia", key_id, 0, os.urandom(8)).status, 200)
         before = self.used("carol")
-        r = carol.post_share("sam", "sofia", new_key_id(), 0, os.urandom(8))
+        body, _ = carol.share_body("sam", "sofia", new_key_id(), 0, os.urandom(8))
+        sig, _ = carol.sign("", body)
+        r = carol.signed_request("POST", KEY_SHARE, body=body, signature=sig)
         self.assertError(r, 503, "Too many shares are stored for this client.")
-        self.assertEqual(self.used("carol"), before, "a refused share burns no PSRD")
+        # The request was authentic: its MAC key and the pad it took stay spent; the hub signed
+        # nothing.
+        self.assertSpent("carol", before, client_owned=32 + 8)
+        self.assertInStep(carol)
         self.assertEqual(len(self.stored_shares()), 2)
+        # Once there is room again, the refused request cannot be replayed.
+        self.assertEqual(connie.get_share("sam", "sofia", key_ids[0])[0].status, 200)
+        before = self.used("carol")
+        r = carol.signed_request("POST", KEY_SHARE, body=body, signature=sig)
+        self.assertError(r, 400, "Attempt to use PSRD data more than once.")
+        self.assertSpent("carol", before)
+        self.assertEqual([s["key_id"] for s in self.stored_shares()], key_ids[1:])
 
 
 class PsrdTests(HubTestCase):
@@ -451,10 +483,14 @@ class KeyShareTests(HubTestCase):
 
     def test_master_sae_not_registered(self):
         before = self.used("carol")
-        r, _, _ = self.post(master="sofia")
+        body, pad = self.carol.share_body("sofia", "sofia", new_key_id(), 0, os.urandom(16))
+        r = self.carol.signed_request("POST", KEY_SHARE, body=body)
         obj = self.assertError(r, 400, "Encryptor is not registered for client.")
         self.assertEqual(obj["details"], {"client_name": "carol", "encryptor_name": "sofia"})
-        self.assertEqual(self.used("carol"), before, "PSRD of a refused message goes back")
+        # Refused after the MAC verified and before the pad was taken: only the MAC key is spent.
+        self.assertSpent("carol", before, client_owned=32)
+        self.carol.client_pool.give_back(pad)
+        self.assertInStep(self.carol)
         self.assertEqual(self.stored_shares(), [])
 
     def test_bad_share_fields(self):
@@ -474,15 +510,20 @@ class KeyShareTests(HubTestCase):
         for override, message in cases:
             with self.subTest(override=override):
                 before = self.used("carol")
-                body, _ = self.carol.share_body("sam", "sofia", new_key_id(), 0, os.urandom(16),
-                                                override=override)
+                body, pad = self.carol.share_body("sam", "sofia", new_key_id(), 0, os.urandom(16),
+                                                  override=override)
                 self.assertError(self.carol.signed_request("POST", KEY_SHARE, body=body), 400, message)
-                self.assertEqual(self.used("carol"), before)
+                # Refused after the MAC verified and before the pad was taken: only the MAC key
+                # is spent.
+                self.assertSpent("carol", before, client_owned=32)
+                self.carol.client_pool.give_back(pad)
+                self.assertInStep(self.carol)
         self.assertEqual(self.stored_shares(), [])
 
     def test_bad_encryption_key_allocations(self):
         """C2, C3: fragment sizes must be positive, not overlap, lie in the block and add up to the
-        share length exactly; nothing of a refused message is kept."""
+        share length exactly; of an authentic message refused for its pad, only the MAC key is
+        spent (a take is all or nothing)."""
         u = self.carol.client_pool.blocks[0].uuid
         share = os.urandom(16)
 
@@ -501,7 +542,7 @@ class KeyShareTests(HubTestCase):
             ([frag(1000, 32)], "Encryption key allocation size does not match the share size."),
             ([frag(1990, 16)], "Invalid byte index into PSRD block."),
             ([frag(0, 16, str(uuid.uuid4()))], "Invalid PSRD block UUID."),
-            # The MAC key is allocated after the body is built, from the lowest unused bytes 0..31.
+            # Bytes 0..31 are the MAC key of the first case, spent for good.
             ([frag(0, 16)], "Attempt to use PSRD data more than once."),
         ]
         for fragments, message in cases:
@@ -512,12 +553,10 @@ class KeyShareTests(HubTestCase):
                     "user_key_id": new_key_id(), "share_index": 0,
                     "encryption_key_allocation": {"fragments": fragments},
                     "encrypted_share_value": b64(share)})
-                sig, mac_alloc = self.carol.sign("", body)
-                r = self.carol.signed_request("POST", KEY_SHARE, body=body, signature=sig)
+                r = self.carol.signed_request("POST", KEY_SHARE, body=body)
                 self.assertError(r, 400, message)
-                self.assertEqual(self.used("carol"), before)
-                # The hub gave the MAC key back; keep this copy in step.
-                self.carol.client_pool.give_back(mac_alloc)
+                self.assertSpent("carol", before, client_owned=32)
+                self.assertInStep(self.carol)
         self.assertEqual(self.stored_shares(), [])
 
     def test_duplicate_key_id(self):
@@ -528,21 +567,57 @@ class KeyShareTests(HubTestCase):
         # The same share again (a retry after a lost response): accepted, nothing changes.
         self.assertEqual(self.post(share=share, key_id=key_id)[0].status, 200)
         self.assertEqual(len(self.stored_shares()), 1)
-        # A different value, index or slave for the same key ID: refused.
-        before = self.used("carol")
+        # A different value, index or slave for the same key ID: refused. The requests were
+        # authentic: their MAC keys and pads stay spent, and the hub signed nothing.
         for kwargs in [dict(share=os.urandom(16)), dict(share=share, index=1),
                        dict(share=share, slave="sue")]:
             with self.subTest(**{k: str(v) for k, v in kwargs.items()}):
+                before = self.used("carol")
                 r, _, _ = self.post(key_id=key_id, **kwargs)
                 obj = self.assertError(r, 409, "Key ID is already in use.")
                 self.assertEqual(obj["details"], {"key_id": key_id})
-                self.assertEqual(self.used("carol"), before)
+                self.assertSpent("carol", before, client_owned=32 + 16)
+                self.assertInStep(self.carol)
         # From another client, even with the same content.
         celia = self.peer("celia", ["sam2"])
+        before = self.used("celia")
         r, _, _ = self.post(share=share, key_id=key_id, peer=celia, master="sam2")
         self.assertError(r, 409, "Key ID is already in use.")
+        self.assertSpent("celia", before, client_owned=32 + 16)
+        self.assertInStep(celia)
         r, _, got = self.connie.get_share("sam", "sofia", key_id)
         self.assertEqual(got, share)
+
+    def test_refused_post_cannot_be_replayed(self):
+        """An authentic request refused with 409 spent its PSRD: replayed once the key ID is
+        free again, it is still refused and stores nothing."""
+        key_id = new_key_id()
+        share = os.urandom(16)
+        self.assertEqual(self.post(share=share, key_id=key_id)[0].status, 200)
+        body, pad = self.carol.share_body("sam", "sofia", key_id, 0, os.urandom(16))
+        sig, mac = self.carol.sign("", body)
+        r = self.carol.signed_request("POST", KEY_SHARE, body=body, signature=sig)
+        self.assertError(r, 409, "Key ID is already in use.")
+        # The stored share is delivered, and with it deleted: the key ID is free.
+        r, _, got = self.connie.get_share("sam", "sofia", key_id)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(got, share)
+        self.assertEqual(self.stored_shares(), [])
+        before = self.used("carol")
+        r = self.carol.signed_request("POST", KEY_SHARE, body=body, signature=sig)
+        obj = self.assertError(r, 400, "Attempt to use PSRD data more than once.")
+        [f] = mac.fragments
+        self.assertEqual(obj["details"], {"block_uuid": f.block_uuid, "start": f.start, "size": f.size})
+        self.assertSpent("carol", before)
+        self.assertEqual(self.stored_shares(), [])
+        # The pad is spent too, whatever MAC key a request naming it comes with.
+        r = self.carol.signed_request("POST", KEY_SHARE, body=body)
+        obj = self.assertError(r, 400, "Attempt to use PSRD data more than once.")
+        [f] = pad.fragments
+        self.assertEqual(obj["details"], {"block_uuid": f.block_uuid, "start": f.start, "size": f.size})
+        self.assertSpent("carol", before, client_owned=32)
+        self.assertInStep(self.carol)
+        self.assertEqual(self.stored_shares(), [])
 
     def test_hub_out_of_psrd_stores_nothing(self):
         """The response MAC key is allocated before the share is stored: no signature, no share."""
@@ -555,7 +630,9 @@ class KeyShareTests(HubTestCase):
         self.assertEqual(obj["details"], {"purpose": "message-signing-key", "allocation_size": 32,
                                           "pool_available_bytes": 31})
         self.assertEqual(self.stored_shares(), [])
-        self.assertEqual(self.used("dave"), ([0], [0]))
+        # The request was authentic: its MAC key and pad stay spent. The hub signed nothing, so
+        # its own pool is untouched.
+        self.assertEqual(self.used("dave"), ([0], [32 + 16]))
 
     # -- GET key-share errors (§7.4) and the fixes --
 
@@ -597,15 +674,19 @@ class KeyShareTests(HubTestCase):
         self.assertEqual(self.used("connie"), before)
 
     def test_get_bad_and_unknown_key_id(self):
+        """Refused after the MAC verified: each request's MAC key is spent, nothing else."""
         before = self.used("connie")
         r, _, _ = self.connie.get_share("sam", "sofia", "not-a-uuid")
         obj = self.assertError(r, 400, "Invalid key ID.")
         self.assertEqual(obj["details"], {"key_id": "not-a-uuid"})
+        self.assertSpent("connie", before, client_owned=32)
+        before = self.used("connie")
         key_id = str(uuid.uuid4())
         r, _, _ = self.connie.get_share("sam", "sofia", key_id.upper())
         obj = self.assertError(r, 404, "Unknown key ID")
         self.assertEqual(obj["details"], {"key_ID": key_id})
-        self.assertEqual(self.used("connie"), before)
+        self.assertSpent("connie", before, client_owned=32)
+        self.assertInStep(self.connie)
 
     def test_share_only_for_its_slave(self):
         """C4: another client with valid PSRD cannot fetch the share, nor the right client with the
@@ -619,14 +700,17 @@ class KeyShareTests(HubTestCase):
                 before = self.used(peer.client_name)
                 r, _, _ = peer.get_share(master, slave, key_id)
                 self.assertError(r, 403, "Key share is not available to this client.")
-                self.assertEqual(self.used(peer.client_name), before)
+                # The request was authentic: its MAC key is spent; no pad left the hub.
+                self.assertSpent(peer.client_name, before, client_owned=32)
+                self.assertInStep(peer)
         self.assertEqual(len(self.stored_shares()), 1)
         r, _, got = self.connie.get_share("sam", "sofia", key_id)
         self.assertEqual(got, share)
 
     def test_get_hub_out_of_psrd(self):
-        """503 with the hub's real level (R5) and nothing consumed; the share stays until the
-        pool has room for the share's pad and the response MAC key."""
+        """503 with the hub's real level (R5): the authentic request's MAC key is spent, nothing of
+        the hub-owned pool is; the share stays until the pool has room for the share's pad and
+        the response MAC key."""
         self.assertEqual(self.carol.fetch_psrd("client", 4000).status, 200)
         r, key_id, share = self.post(share=os.urandom(2001))
         self.assertEqual(r.status, 200, r.body)
@@ -636,13 +720,18 @@ class KeyShareTests(HubTestCase):
         obj = self.assertError(r, 503, "Pool connie local out of Pre-Shared Random Data (PSRD).")
         self.assertEqual(obj["details"], {"purpose": "share-encryption-key", "allocation_size": 2001,
                                           "pool_available_bytes": 2000})
-        self.assertEqual(self.used("connie"), before)
+        self.assertSpent("connie", before, client_owned=32)
+        self.assertInStep(self.connie)
 
         self.assertEqual(self.connie.fetch_psrd("hub", 32).status, 200)
+        before = self.used("connie")
         r, _, _ = self.connie.get_share("sam", "sofia", key_id)
         obj = self.assertError(r, 503)
+        # The pad allocated before the response MAC key failed went back first.
         self.assertEqual(obj["details"], {"purpose": "message-signing-key", "allocation_size": 32,
                                           "pool_available_bytes": 2032})
+        self.assertSpent("connie", before, client_owned=32)
+        self.assertInStep(self.connie)
         self.assertEqual(len(self.stored_shares()), 1)
 
         self.assertEqual(self.connie.fetch_psrd("hub", 1).status, 200)
