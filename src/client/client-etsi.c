@@ -80,8 +80,11 @@ static EtsiRequest *etsi_request_free(EtsiRequest *r) {
 DEFINE_TRIVIAL_CLEANUP_FUNC(EtsiRequest *, etsi_request_free);
 
 void client_etsi_abort_all(Manager *m) {
-        while (m->etsi_requests)
+        while (m->etsi_requests) {
+                /* Unanswered: the connection is closed. */
+                http_request_release(m->etsi_requests->req);
                 etsi_request_free(m->etsi_requests);
+        }
 }
 
 size_t client_etsi_pending(const Manager *m) {

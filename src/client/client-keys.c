@@ -262,8 +262,6 @@ static int exchange_sign(HubExchange *x, const char *query, const char *body, si
         explicit_bzero(mac, sizeof(mac));
         if (r < 0)
                 return r;
-        /* The MAC key itself is no longer needed; its metadata is, to give it back. */
-        explicit_bzero(x->mac->data, x->mac->size);
         if (asprintf(ret_header, DSKE_SIGNATURE_HEADER ": %s", value) < 0)
                 return -ENOMEM;
         return 0;
@@ -404,8 +402,6 @@ static int exchange_start_scatter(HubExchange *x, const uint8_t *share, size_t s
         erase_and_free(encrypted, size);
         if (r < 0)
                 return r;
-        /* The pad is spent; keep the metadata only. */
-        explicit_bzero(x->enc->data, x->enc->size);
 
         alloc_json = allocation_to_json(x->enc);
         o = json_object_new_object();

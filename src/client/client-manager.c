@@ -162,7 +162,8 @@ static int on_exit_timer(sd_event_source *s, uint64_t usec, void *userdata) {
                 m->exit_timer = sd_event_source_disable_unref(m->exit_timer);
                 return sd_event_exit(m->event, 0);
         }
-        return sd_event_source_set_time_relative(s, EXIT_POLL_USEC);
+        (void) sd_event_source_set_time_relative(s, EXIT_POLL_USEC);
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
 }
 
 void manager_begin_stop(Manager *m) {

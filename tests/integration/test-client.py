@@ -1,0 +1,770 @@
+# SPDX-License-Identifier: MIT
+"""dske-client end to end: real dske-hub and dske-client processes on 127.0.0.1, started through
+dske_test's DaemonTestCase (every process is stopped, and its exit status checked, whatever the
+test's outcome).
+
+The default topology is the reference's five hubs and three of its clients: carol (sam), connie
+(sofia) and curtis (sunny, susan). Each client gets an SAE directory naming the other clients' SAEs.
+
+Run one group with "test-client.py GROUP" (the class names below). Environment: DSKE_HUB and
+DSKE_CLIENT are the paths of the two daemons.
+"""
+
+import base64
+import hashlib
+import hmac
+import http.client
+import http.server
+import json
+import os
+import signal
+import socket
+import threading
+import time
+import unittest
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from dske_test import (LOCALHOST, SIGNATURE_HEADER, DaemonTestCase, free_port, http_request, json_compact,
+                       parse_signature_header, program, run_program)
+
+HUBS = ["hank", "helen", "hilary", "holly", "hugo"]
+CLIENTS = {"carol": ["sam"], "connie": ["sofia"], "curtis": ["sunny", "susan"]}
+
+MSG_SCATTER = "Could not scatter enough shares for key."
+MSG_GATHER = "Could not gather enough shares for key."
+MSG_NOT_FOUND = "one or more keys specified are not found on KME"
+MSG_MULTIPLE_OF_8 = "size shall be a multiple of 8"
+MSG_EXTENSION = "not all extension_mandatory parameters are supported"
+
+
+class Client:
+    """A running dske-client and its ETSI and management endpoints."""
+
+    def __init__(self, daemon, name, port, encryptors):
+        self.daemon = daemon
+        self.name = name
+        self.port = port
+        self.encryptors = encryptors
+
+    def request(self, method, path, query=None, body=None, headers=None, timeout=30.0):
+        return http_request(LOCALHOST, self.port, method, path, query=query, body=body, headers=headers,
+                            timeout=timeout)
+
+    def etsi(self, method, sae_id, operation, caller, query=None, body=None, prefixed=False):
+        """An ETSI GS QKD 014 request; caller is the SAE named in the Authorization header (None: no
+        header)."""
+        base = f"/client/{self.name}/etsi/api/v1/keys" if prefixed else "/api/v1/keys"
+        headers = {} if caller is None else {"Authorization": caller}
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body)
+        return self.request(method, f"{base}/{sae_id}/{operation}", query=query, body=body, headers=headers)
+
+    def mgmt(self, method, operation):
+        return self.request(method, f"/client/{self.name}/mgmt/v1/{operation}")
+
+    def status(self):
+        r = self.mgmt("GET", "status")
+        if r.status != 200:
+            raise AssertionError(f"status returned {r.status}: {r.body!r}")
+        return r.json()
+
+    def wait_ready(self, timeout=60.0):
+        """Waits until every hub is registered and every pool above its low-water mark."""
+        deadline = time.monotonic() + timeout
+        while True:
+            s = self.status()
+            if s["ready"]:
+                return s
+            if time.monotonic() > deadline:
+                raise AssertionError(f"client {self.name} not ready after {timeout}s: {s}\n{self.daemon.log()}")
+            time.sleep(0.05)
+
+    def hub_status(self, hub_name_or_url):
+        for h in self.status()["peer_hubs"]:
+            if h["hub_name"] == hub_name_or_url or h["url"].endswith("/hub/" + hub_name_or_url):
+                return h
+        return None
+
+
+class ClientTestCase(DaemonTestCase):
+    """Starts hubs and clients; self.hubs maps names to dske_test.Hub, self.clients to Client."""
+
+    def start_client(self, name, hub_urls, encryptors, config="", args=(), port=None, wait_ready=True,
+                     expect_exit=0):
+        port = port or free_port()
+        path = os.path.join(self.tmpdir(), f"{name}.conf")
+        with open(path, "w") as f:
+            f.write(config)
+        argv = [program("DSKE_CLIENT"), name, "--port", str(port), "--hubs", *hub_urls, "--config", path]
+        if encryptors:
+            argv += ["--encryptors", ",".join(encryptors)]
+        argv += list(args)
+        d = self.start_daemon(argv, expect_exit=expect_exit, name=f"client-{name}")
+        c = Client(d, name, port, list(encryptors))
+        if wait_ready:
+            c.wait_ready()
+        return c
+
+    def hub_url(self, name, port=None):
+        return f"http://{LOCALHOST}:{port or self.hubs[name].port}/hub/{name}"
+
+    @staticmethod
+    def directory_config(name, clients):
+        """An [ETSI] section naming every other client's SAEs."""
+        entries = [f"{sae}:{other}" for other, saes in clients.items() if other != name for sae in saes]
+        return "[ETSI]\nSAE=" + " ".join(entries) + "\n" if entries else ""
+
+    def start_topology(self, hubs=HUBS, clients=CLIENTS, client_config="", hub_urls=None):
+        """Starts the hubs, then the clients (hub_urls: {client: [urls]} overrides), and waits until
+        every client is ready."""
+        self.hubs = {}
+        for h in hubs:
+            self.hubs[h] = self.start_hub(h)
+        self.clients = {}
+        for name, saes in clients.items():
+            urls = (hub_urls or {}).get(name) or [self.hub_url(h) for h in hubs]
+            config = self.directory_config(name, clients) + client_config
+            self.clients[name] = self.start_client(name, urls, saes, config=config, wait_ready=False)
+        for c in self.clients.values():
+            c.wait_ready()
+
+    def stop_hub(self, name):
+        """Stops a hub for good (its cleanup then finds it stopped)."""
+        d = self.hubs[name].daemon
+        self.assertEqual(d.stop(), 0, d.log())
+
+    # -- key pairs --
+
+    def get_keys(self, client, master, slave, number=None, size=None, post=False, expect=200):
+        if post:
+            body = {}
+            if number is not None:
+                body["number"] = number
+            if size is not None:
+                body["size"] = size
+            r = client.etsi("POST", slave, "enc_keys", master, body=body)
+        else:
+            q = [f"{k}={v}" for k, v in (("number", number), ("size", size)) if v is not None]
+            r = client.etsi("GET", slave, "enc_keys", master, query="&".join(q) if q else None)
+        self.assertEqual(r.status, expect, r.body)
+        return r
+
+    def get_keys_with_ids(self, client, master, slave, key_ids, post=False, expect=200):
+        if post:
+            r = client.etsi("POST", master, "dec_keys", slave, body={"key_IDs": [{"key_ID": k} for k in key_ids]})
+        else:
+            self.assertEqual(len(key_ids), 1)
+            r = client.etsi("GET", master, "dec_keys", slave, query=f"key_ID={key_ids[0]}")
+        self.assertEqual(r.status, expect, r.body)
+        return r
+
+    def key_pair(self, initiator, master, responder, slave, size=None, number=None, post=False):
+        """Fetches keys on both sides and checks they match. Returns the key bytes."""
+        r = self.get_keys(initiator, master, slave, number=number, size=size, post=post)
+        keys = r.json()["keys"]
+        self.assertIsInstance(keys, list)
+        self.assertEqual(len(keys), number or 1)
+        ids = [k["key_ID"] for k in keys]
+        if post or len(ids) == 1:
+            r2 = self.get_keys_with_ids(responder, master, slave, ids, post=post)
+            got = r2.json()["keys"]
+        else:
+            got = []
+            for i in ids:
+                got += self.get_keys_with_ids(responder, master, slave, [i]).json()["keys"]
+        self.assertEqual([k["key_ID"] for k in got], ids)
+        for a, b in zip(keys, got):
+            self.assertEqual(a["key"], b["key"], "key values do not match")
+            if size:
+                self.assertEqual(len(base64.b64decode(a["key"], validate=True)), size // 8)
+        return [base64.b64decode(k["key"]) for k in keys]
+
+    def assertEtsiError(self, r, status, message=None):
+        self.assertEqual(r.status, status, r.body)
+        obj = r.json()
+        self.assertIn("message", obj)
+        self.assertTrue(set(obj) <= {"message", "details"}, obj)
+        if "details" in obj:
+            self.assertIsInstance(obj["details"], list)
+            for d in obj["details"]:
+                self.assertIsInstance(d, dict)
+        if message is not None:
+            self.assertEqual(obj["message"], message)
+        return obj
+
+
+class ShareCorruptingProxy:
+    """A man in the middle between one client and one hub that behaves like a compromised hub: it
+    relays everything, learns the PSRD it sees in the out-of-band PSRD replies, and in every GET
+    key-share reply flips one bit of the (one-time-pad encrypted, hence malleable) share and signs
+    the reply again with the hub-owned bytes the hub named. The client's MAC check passes; only the
+    Shamir digest can tell the share is wrong."""
+
+    def __init__(self, target_port):
+        self.target_port = target_port
+        self.blocks = {}
+        self.corrupted = 0
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def relay(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else None
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                conn = http.client.HTTPConnection(LOCALHOST, proxy.target_port, timeout=10)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    r = conn.getresponse()
+                    data = r.read()
+                    out_headers = [(k, v) for k, v in r.getheaders()
+                                   if k.lower() not in ("content-length", "connection", "transfer-encoding")]
+                    status = r.status
+                finally:
+                    conn.close()
+                data, out_headers = proxy.rewrite(self.command, self.path, status, data, out_headers)
+                self.send_response(status)
+                for k, v in out_headers:
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_GET = do_POST = do_PUT = do_DELETE = relay
+
+        self.server = http.server.ThreadingHTTPServer((LOCALHOST, 0), Handler)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def key_bytes(self, allocation):
+        return b"".join(self.blocks[f.block_uuid][f.start:f.start + f.size] for f in allocation.fragments)
+
+    def rewrite(self, method, path, status, data, headers):
+        if status != 200:
+            return data, headers
+        if method == "GET" and "/dske/oob/v1/psrd" in path and "pool_owner=hub" in path:
+            obj = json.loads(data)
+            self.blocks[obj["block_uuid"]] = base64.b64decode(obj["data"])
+        elif method == "GET" and "/dske/api/v1/key-share" in path:
+            obj = json.loads(data)
+            cipher = bytearray(base64.b64decode(obj["encrypted_share_value"]))
+            cipher[0] ^= 0x01
+            obj["encrypted_share_value"] = base64.b64encode(bytes(cipher)).decode()
+            data = json_compact(obj)
+            value = dict((k.lower(), v) for k, v in headers)[SIGNATURE_HEADER.lower()]
+            allocation, _ = parse_signature_header(value)
+            mac = hmac.new(self.key_bytes(allocation), data, hashlib.sha256).digest()
+            headers = [(k, v) for k, v in headers if k.lower() != SIGNATURE_HEADER.lower()]
+            headers.append((SIGNATURE_HEADER, f"{allocation.to_string()}%{base64.b64encode(mac).decode()}"))
+            self.corrupted += 1
+        return data, headers
+
+
+# ---------------------------------------------------------------------------------------------
+# Tests
+# ---------------------------------------------------------------------------------------------
+
+
+class KeyTests(ClientTestCase):
+    """Key pairs across the topology, every size and form."""
+
+    def setUp(self):
+        self.start_topology()
+        self.carol, self.connie, self.curtis = (self.clients[n] for n in ("carol", "connie", "curtis"))
+
+    def test_sizes_get(self):
+        for size in (32, 64, 128, 256, 512, 1024, 2048, 4096, 8192):
+            with self.subTest(size=size):
+                self.key_pair(self.carol, "sam", self.connie, "sofia", size=size)
+
+    def test_default_size_and_prefixed_paths(self):
+        r = self.carol.etsi("GET", "sofia", "enc_keys", "sam", prefixed=True)
+        self.assertEqual(r.status, 200, r.body)
+        key = r.json()["keys"][0]
+        self.assertEqual(len(base64.b64decode(key["key"])), 32)  # DefaultKeySize=256
+        uuid.UUID(key["key_ID"])
+        r = self.connie.etsi("GET", "sam", "dec_keys", "sofia", query=f"key_ID={key['key_ID']}", prefixed=True)
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(r.json()["keys"], [key])
+        # Another client's prefix is not this client's.
+        r = self.carol.request("GET", "/client/connie/etsi/api/v1/keys/sofia/status", headers={"Authorization": "sam"})
+        self.assertEqual(r.status, 404)
+
+    def test_post_forms_and_number_up_to_the_maximum(self):
+        self.key_pair(self.curtis, "sunny", self.carol, "sam", size=1024, post=True)
+        self.key_pair(self.curtis, "susan", self.connie, "sofia", number=64, size=256, post=True)
+        self.key_pair(self.carol, "sam", self.curtis, "susan", number=5, size=128, post=False)
+        # An empty POST body asks for one key of the default size.
+        r = self.carol.etsi("POST", "sofia", "enc_keys", "sam", body="")
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual(len(r.json()["keys"]), 1)
+        # Optional extensions may be ignored.
+        r = self.carol.etsi("POST", "sofia", "enc_keys", "sam",
+                            body={"number": 2, "size": 64, "extension_optional": [{"route": "fast"}],
+                                  "additional_slave_SAE_IDs": []})
+        self.assertEqual(r.status, 200, r.body)
+        ids = [k["key_ID"] for k in r.json()["keys"]]
+        r = self.connie.etsi("POST", "sam", "dec_keys", "sofia",
+                             body={"key_IDs": [{"key_ID": i, "key_ID_extension": {}} for i in ids],
+                                   "key_IDs_extension": {}})
+        self.assertEqual(r.status, 200, r.body)
+        self.assertEqual([k["key_ID"] for k in r.json()["keys"]], ids)
+
+    def test_concurrent_requests(self):
+        def pair(i):
+            master, slave, ini, resp = (("sam", "sofia", self.carol, self.connie) if i % 2 else
+                                        ("sofia", "sunny", self.connie, self.curtis))
+            r = ini.etsi("GET", slave, "enc_keys", master, query="size=256")
+            if r.status != 200:
+                return f"enc_keys {r.status} {r.body!r}"
+            k = r.json()["keys"][0]
+            r = resp.etsi("GET", master, "dec_keys", slave, query=f"key_ID={k['key_ID']}")
+            if r.status != 200:
+                return f"dec_keys {r.status} {r.body!r}"
+            return None if r.json()["keys"][0]["key"] == k["key"] else "mismatch"
+
+        with ThreadPoolExecutor(max_workers=32) as pool:
+            results = list(pool.map(pair, range(256)))
+        self.assertEqual([r for r in results if r], [])
+
+    def test_status(self):
+        r = self.curtis.etsi("GET", "sofia", "status", "susan")
+        self.assertEqual(r.status, 200, r.body)
+        s = r.json()
+        self.assertEqual(s["source_KME_ID"], "curtis")
+        self.assertEqual(s["target_KME_ID"], "connie")
+        self.assertEqual(s["master_SAE_ID"], "susan")
+        self.assertEqual(s["slave_SAE_ID"], "sofia")
+        self.assertEqual(s["key_size"], 256)
+        self.assertEqual(s["min_key_size"], 32)
+        self.assertEqual(s["max_key_size"], 8192)
+        self.assertEqual(s["max_key_per_request"], 64)
+        self.assertEqual(s["max_SAE_ID_count"], 0)
+        self.assertEqual(s["stored_key_count"], 0)
+        self.assertGreaterEqual(s["max_key_count"], s["stored_key_count"])
+        for field in ("key_size", "stored_key_count", "max_key_count", "max_key_per_request", "max_key_size",
+                      "min_key_size", "max_SAE_ID_count"):
+            self.assertIsInstance(s[field], int)
+        self.assertEqual(s["status_extension"]["hubs_ready"], 5)
+        # A slave outside the directory.
+        self.assertEtsiError(self.curtis.etsi("GET", "nobody", "status", "susan"), 400)
+
+    def test_key_is_delivered_once(self):
+        key_id = self.get_keys(self.carol, "sam", "sofia").json()["keys"][0]["key_ID"]
+        self.get_keys_with_ids(self.connie, "sam", "sofia", [key_id])
+        r = self.get_keys_with_ids(self.connie, "sam", "sofia", [key_id], expect=400)
+        self.assertEtsiError(r, 400, MSG_NOT_FOUND)
+        r = self.get_keys_with_ids(self.connie, "sam", "sofia", [str(uuid.uuid4())], post=True, expect=400)
+        self.assertEtsiError(r, 400, MSG_NOT_FOUND)
+        r = self.connie.etsi("GET", "sam", "dec_keys", "sofia", query="key_ID=not-a-uuid")
+        self.assertEtsiError(r, 400)
+
+    def test_partial_dec_keys_keeps_recovered_keys(self):
+        keys = self.get_keys(self.carol, "sam", "sofia", number=2).json()["keys"]
+        unknown = str(uuid.uuid4())
+        ids = [keys[0]["key_ID"], unknown, keys[1]["key_ID"]]
+        r = self.get_keys_with_ids(self.connie, "sam", "sofia", ids, post=True, expect=400)
+        self.assertEtsiError(r, 400, MSG_NOT_FOUND)
+        self.assertEqual(r.json()["details"], [{"key_ID": unknown}])
+        # The hubs gave their shares up; the client kept the keys for the slave.
+        s = self.connie.etsi("GET", "sam", "status", "sofia").json()
+        self.assertEqual(s["stored_key_count"], 2)
+        # Only for the master and slave they were made for.
+        self.get_keys_with_ids(self.connie, "sunny", "sofia", [keys[0]["key_ID"]], expect=401)
+        r = self.get_keys_with_ids(self.connie, "sam", "sofia", [keys[1]["key_ID"], keys[0]["key_ID"]], post=True)
+        self.assertEqual(r.json()["keys"], [keys[1], keys[0]])
+        self.assertEqual(self.connie.etsi("GET", "sam", "status", "sofia").json()["stored_key_count"], 0)
+
+
+class AuthorizationTests(ClientTestCase):
+    def setUp(self):
+        self.start_topology()
+        self.carol, self.connie, self.curtis = (self.clients[n] for n in ("carol", "connie", "curtis"))
+
+    def assertUnauthorized(self, r):
+        self.assertEqual(r.status, 401, r.body)
+        self.assertEqual(r.body, b"")
+
+    def test_unknown_or_missing_caller(self):
+        for caller in (None, "", "sofia", "mallory", "sam sam"):
+            with self.subTest(caller=caller):
+                self.assertUnauthorized(self.carol.etsi("GET", "sofia", "enc_keys", caller))
+                self.assertUnauthorized(self.carol.etsi("GET", "sofia", "status", caller))
+                self.assertUnauthorized(self.carol.etsi("GET", "sofia", "dec_keys", caller,
+                                                        query=f"key_ID={uuid.uuid4()}"))
+        # The header is trimmed.
+        self.assertEqual(self.carol.etsi("GET", "sofia", "status", "  sam\t").status, 200)
+
+    def test_only_the_named_slave_gets_the_key(self):
+        key = self.get_keys(self.curtis, "susan", "sofia").json()["keys"][0]
+        # Another SAE of another client, another SAE of the right client, a wrong master.
+        self.assertUnauthorized(self.carol.etsi("GET", "susan", "dec_keys", "sam", query=f"key_ID={key['key_ID']}"))
+        key2 = self.get_keys(self.carol, "sam", "sunny").json()["keys"][0]
+        self.assertUnauthorized(self.curtis.etsi("GET", "sam", "dec_keys", "susan", query=f"key_ID={key2['key_ID']}"))
+        self.assertUnauthorized(self.connie.etsi("GET", "sunny", "dec_keys", "sofia", query=f"key_ID={key['key_ID']}"))
+        # The refusals did not consume the shares: the rightful slaves still get their keys.
+        r = self.get_keys_with_ids(self.connie, "susan", "sofia", [key["key_ID"]])
+        self.assertEqual(r.json()["keys"], [key])
+        r = self.get_keys_with_ids(self.curtis, "sam", "sunny", [key2["key_ID"]])
+        self.assertEqual(r.json()["keys"], [key2])
+
+    def test_unknown_slave(self):
+        r = self.carol.etsi("GET", "nobody", "enc_keys", "sam")
+        self.assertEtsiError(r, 400)
+        r = self.carol.etsi("GET", "bad%20name", "enc_keys", "sam")
+        self.assertEtsiError(r, 400)
+
+
+class MalformedRequestTests(ClientTestCase):
+    def setUp(self):
+        self.start_topology(hubs=HUBS[:3], clients={"carol": ["sam"], "connie": ["sofia"]})
+        self.carol = self.clients["carol"]
+
+    def enc(self, query=None, body=None, method=None):
+        return self.carol.etsi(method or ("GET" if body is None else "POST"), "sofia", "enc_keys", "sam",
+                               query=query, body=body)
+
+    def test_get_parameters(self):
+        cases = [
+            ("size=12", MSG_MULTIPLE_OF_8),
+            ("size=1", MSG_MULTIPLE_OF_8),
+            ("size=0", None),
+            ("size=-8", None),
+            ("size=8", None),
+            ("size=16777216", None),
+            ("size=99999999999999999999999", None),
+            ("size=abc", None),
+            ("size=", None),
+            ("number=0", None),
+            ("number=-1", None),
+            ("number=65", None),
+            ("number=1e3", None),
+            ("number=99999999999999999999999", None),
+            ("number=1&colour=blue", None),
+            ("key_ID=x", None),
+        ]
+        for query, message in cases:
+            with self.subTest(query=query):
+                self.assertEtsiError(self.enc(query=query), 400, message)
+
+    def test_post_bodies(self):
+        cases = [
+            ("{", None),
+            ("[]", None),
+            ('"text"', None),
+            ('{"number": 1} trailing', None),
+            ({"size": 12}, MSG_MULTIPLE_OF_8),
+            ({"size": -8}, None),
+            ({"size": 8.0}, None),
+            ({"size": "256"}, None),
+            ({"size": 10 ** 30}, None),
+            ({"number": -1}, None),
+            ({"number": 0}, None),
+            ({"number": 10 ** 30}, None),
+            ({"number": True}, None),
+            ({"colour": "blue"}, None),
+            ({"additional_slave_SAE_IDs": ["sunny"]}, None),
+            ({"additional_slave_SAE_IDs": "sunny"}, None),
+            ({"extension_mandatory": [{"abc_route_type": "direct"}]}, MSG_EXTENSION),
+            ({"extension_mandatory": "x"}, None),
+            ({"extension_optional": [1]}, None),
+        ]
+        for body, message in cases:
+            with self.subTest(body=body):
+                obj = self.assertEtsiError(self.enc(body=body), 400, message)
+                if message == MSG_EXTENSION:
+                    self.assertEqual(obj["details"], [{"extension_mandatory_unsupported": ["abc_route_type"]}])
+        # Query parameters on a POST, a body on a GET.
+        self.assertEtsiError(self.enc(query="number=1", body={}), 400)
+        self.assertEtsiError(self.carol.etsi("GET", "sofia", "enc_keys", "sam", body="{}"), 400)
+
+    def test_dec_keys_requests(self):
+        def dec(method, query=None, body=None):
+            return self.clients["connie"].etsi(method, "sam", "dec_keys", "sofia", query=query, body=body)
+
+        self.assertEtsiError(dec("GET"), 400)
+        self.assertEtsiError(dec("GET", query=f"key_ID={uuid.uuid4()}&number=1"), 400)
+        for body in ("", "{", {}, {"key_IDs": []}, {"key_IDs": "x"}, {"key_IDs": [{}]},
+                     {"key_IDs": [{"key_ID": 5}]}, {"key_IDs": [{"key_ID": "nope"}]},
+                     {"key_IDs": [{"key_ID": str(uuid.uuid4()), "colour": 1}]},
+                     {"key_IDs": [{"key_ID": str(uuid.uuid4())}], "colour": 1},
+                     {"key_IDs": [{"key_ID": str(uuid.uuid4())}] * 2},
+                     {"key_IDs": [{"key_ID": str(uuid.uuid4())} for _ in range(65)]}):
+            with self.subTest(body=body):
+                self.assertEtsiError(dec("POST", body=body), 400)
+
+    def test_routes(self):
+        self.assertEqual(self.carol.etsi("DELETE", "sofia", "enc_keys", "sam").status, 405)
+        self.assertEqual(self.carol.etsi("POST", "sofia", "status", "sam").status, 405)
+        self.assertEqual(self.carol.etsi("GET", "sofia", "other", "sam").status, 404)
+        self.assertEqual(self.carol.request("GET", "/api/v1/keys/sofia").status, 404)
+        self.assertEqual(self.carol.request("GET", "/nowhere").status, 404)
+
+
+class HubFailureTests(ClientTestCase):
+    def setUp(self):
+        self.start_topology()
+        self.carol, self.connie = self.clients["carol"], self.clients["connie"]
+
+    def test_two_hubs_down_then_three(self):
+        before = self.get_keys(self.carol, "sam", "sofia").json()["keys"][0]
+        self.stop_hub("helen")
+        self.stop_hub("hugo")
+        for size in (128, 256, 1024):
+            self.key_pair(self.carol, "sam", self.connie, "sofia", size=size)
+        self.stop_hub("hank")
+        obj = self.assertEtsiError(self.get_keys(self.carol, "sam", "sofia", expect=503), 503, MSG_SCATTER)
+        self.assertIn("details", obj)
+        # A key scattered before the hubs went down cannot be gathered either.
+        r = self.get_keys_with_ids(self.connie, "sam", "sofia", [before["key_ID"]], expect=503)
+        self.assertEtsiError(r, 503, MSG_GATHER)
+
+    def test_hub_restarted(self):
+        port = self.hubs["hilary"].port
+        self.key_pair(self.carol, "sam", self.connie, "sofia")
+        self.stop_hub("hilary")
+        self.key_pair(self.carol, "sam", self.connie, "sofia")
+        self.hubs["hilary"] = self.start_hub("hilary", port=port)
+        # The restarted hub lost every registration: the clients find out and register again.
+        deadline = time.monotonic() + 60
+        while True:
+            self.key_pair(self.carol, "sam", self.connie, "sofia")
+            hc, hn = self.carol.hub_status("hilary"), self.connie.hub_status("hilary")
+            if hc["registrations"] >= 2 and hn["registrations"] >= 2 and hc["state"] == hn["state"] == "ready":
+                break
+            self.assertLess(time.monotonic(), deadline, (hc, hn))
+            time.sleep(0.2)
+        sent, received = hc["shares_sent"], hn["shares_received"]
+        deadline = time.monotonic() + 60
+        while True:
+            self.key_pair(self.carol, "sam", self.connie, "sofia")
+            hc, hn = self.carol.hub_status("hilary"), self.connie.hub_status("hilary")
+            if hc["shares_sent"] > sent and hn["shares_received"] > received:
+                break
+            self.assertLess(time.monotonic(), deadline, (hc, hn))
+            time.sleep(0.2)
+        self.assertTrue(any(c["client_name"] == "carol" for c in self.hubs["hilary"].status()["peer_clients"]))
+
+    def test_hub_started_late(self):
+        # A client whose hub is not up yet keeps trying, backing off.
+        port = free_port()
+        urls = [self.hub_url(h) for h in HUBS] + [f"http://{LOCALHOST}:{port}/hub/hazel"]
+        c = self.start_client("cora", urls, ["sara"], wait_ready=False)
+        time.sleep(2.5)
+        s = c.status()
+        self.assertFalse(s["ready"])
+        self.assertIn(c.hub_status("hazel")["state"], ("unregistered", "registering"))
+        self.start_hub("hazel", port=port)
+        c.wait_ready(timeout=60)
+
+
+class CorruptShareTests(ClientTestCase):
+    def test_corrupted_share_is_left_out(self):
+        self.hubs = {h: self.start_hub(h) for h in HUBS}
+        proxy = ShareCorruptingProxy(self.hubs["hilary"].port)
+        self.addCleanup(proxy.close)
+        urls = [self.hub_url(h) for h in HUBS]
+        connie_urls = [self.hub_url(h, proxy.port) if h == "hilary" else self.hub_url(h) for h in HUBS]
+        clients = {"carol": ["sam"], "connie": ["sofia"]}
+        carol = self.start_client("carol", urls, ["sam"], config=self.directory_config("carol", clients))
+        connie = self.start_client("connie", connie_urls, ["sofia"], config=self.directory_config("connie", clients))
+        for size in (32, 256, 4096):
+            self.key_pair(carol, "sam", connie, "sofia", size=size)
+        self.assertGreaterEqual(proxy.corrupted, 3)
+        self.assertIsNotNone(connie.daemon.wait_for_log(r"Hub hilary sent a share inconsistent"))
+        # With only k hubs left, one of them lying, the key cannot be recovered: 503, not a wrong key.
+        for h in ("hank", "helen"):
+            self.assertEqual(self.hubs[h].daemon.stop(), 0)
+        key = self.get_keys(carol, "sam", "sofia").json()["keys"][0]
+        r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=503)
+        self.assertEtsiError(r, 503, MSG_GATHER)
+
+
+class ReplenishmentTests(ClientTestCase):
+    def test_two_thousand_keys(self):
+        config = ("[PSRD]\nBlockSize=4K\nLowWater=2K\nHighWater=6K\n"
+                  "[Keys]\nMaxKeysPerRequest=4\nMaxKeySize=256\nDefaultKeySize=256\n")
+        self.start_topology(hubs=HUBS[:3], clients={"carol": ["sam"], "connie": ["sofia"]}, client_config=config)
+        carol, connie = self.clients["carol"], self.clients["connie"]
+        fetched = sum(h["blocks_fetched"] for h in carol.status()["peer_hubs"])
+        for _ in range(500):
+            self.key_pair(carol, "sam", connie, "sofia", number=4, post=True)
+        s = carol.status()
+        self.assertEqual(s["keys"]["scattered"], 2000)
+        self.assertEqual(s["keys"]["scatter_failures"], 0)
+        self.assertEqual(connie.status()["keys"]["gather_failures"], 0)
+        self.assertGreater(sum(h["blocks_fetched"] for h in s["peer_hubs"]), fetched + 50)
+        for h in s["peer_hubs"]:
+            self.assertEqual(h["failures"], 0, h)
+            # Fully used blocks are dropped.
+            self.assertLessEqual(len(h["local_pool"]["blocks"]), 4)
+
+
+class ManagementTests(ClientTestCase):
+    def test_status_shows_no_psrd(self):
+        self.start_topology(hubs=HUBS[:3], clients={"carol": ["sam"], "connie": ["sofia"]})
+        carol = self.clients["carol"]
+        self.key_pair(carol, "sam", self.clients["connie"], "sofia")
+        s = carol.status()
+        self.assertTrue(s["ready"])
+        self.assertEqual(s["name"], "carol")
+        self.assertEqual(s["encryptor_names"], ["sam"])
+        self.assertEqual([h["hub_name"] for h in s["peer_hubs"]], HUBS[:3])
+        for h in s["peer_hubs"]:
+            self.assertTrue(h["registered"])
+            self.assertEqual(h["state"], "ready")
+            for pool in ("local_pool", "peer_pool"):
+                for b in h[pool]["blocks"]:
+                    self.assertEqual(set(b), {"uuid", "size", "nr_used_bytes", "nr_unused_bytes"})
+                    self.assertEqual(b["nr_used_bytes"] + b["nr_unused_bytes"], b["size"])
+        used = s["peer_hubs"][0]["local_pool"]["blocks"][0]["nr_used_bytes"]
+        self.assertEqual(used, 32 + 32)  # share-encryption key and request MAC of one 256-bit key
+        self.assertEqual(s["peer_hubs"][0]["peer_pool"]["blocks"][0]["nr_used_bytes"], 32)
+        self.assertEqual(carol.mgmt("POST", "status").status, 405)
+        self.assertEqual(carol.mgmt("GET", "stop").status, 405)
+        self.assertEqual(carol.mgmt("GET", "other").status, 404)
+
+    def test_stop(self):
+        self.start_topology(hubs=HUBS[:3], clients={"carol": ["sam"]})
+        carol = self.clients["carol"]
+        r = carol.mgmt("POST", "stop")
+        self.assertEqual(r.status, 200)
+        self.assertEqual(r.json(), {"result": "Client stopped"})
+        self.assertEqual(carol.daemon.wait(30), 0, carol.daemon.log())
+        self.assertTrue(carol.daemon.notify.wait_for("STOPPING", "1", timeout=5))
+
+    def test_decommission(self):
+        self.start_topology(hubs=HUBS[:3], clients={"carol": ["sam"], "connie": ["sofia"]})
+        carol = self.clients["carol"]
+        for h in HUBS[:3]:
+            self.assertIsNotNone(self.hubs[h].client_status("carol"))
+        r = carol.mgmt("POST", "decommission")
+        self.assertEqual(r.status, 200, r.body)
+        obj = r.json()
+        self.assertEqual(obj["result"], "Client decommissioned")
+        self.assertEqual([h["unregistered"] for h in obj["hubs"]], [True] * 3)
+        self.assertEqual(carol.daemon.wait(30), 0, carol.daemon.log())
+        for h in HUBS[:3]:
+            self.assertIsNone(self.hubs[h].client_status("carol"))
+            self.assertIsNotNone(self.hubs[h].client_status("connie"))
+
+    def test_signals(self):
+        self.start_topology(hubs=HUBS[:3], clients={"carol": ["sam"]})
+        carol = self.clients["carol"]
+        carol.daemon.send_signal(signal.SIGHUP)
+        self.assertIsNotNone(carol.daemon.wait_for_log("Configuration reloaded"))
+        self.assertEqual(carol.status()["name"], "carol")
+        carol.daemon.send_signal(signal.SIGINT)
+        self.assertEqual(carol.daemon.wait(30), 0, carol.daemon.log())
+
+
+class CommandLineTests(ClientTestCase):
+    def client(self, *args):
+        return run_program([program("DSKE_CLIENT"), *args])
+
+    def write(self, text):
+        path = os.path.join(self.tmpdir(), "client.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_help_and_version(self):
+        code, out, _ = self.client("--help")
+        self.assertEqual(code, 0)
+        self.assertIn("--hubs", out)
+        code, out, _ = self.client("--version")
+        self.assertEqual(code, 0)
+        self.assertIn("dske", out)
+
+    def test_bad_arguments(self):
+        hubs = [f"http://127.0.0.1:1/hub/h{i}" for i in range(3)]
+        cases = [
+            ((), "No client name"),
+            (("carol", "--colour", "blue"), "Unknown option"),
+            (("carol", "--port"), "needs a value"),
+            (("carol", "--port", "0", "--hubs", *hubs), "Invalid port"),
+            (("carol", "--hubs", hubs[0], hubs[1]), "SharesRequired=3"),
+            (("carol", "--hubs", *hubs, "--encryptors", "s@m"), "Invalid encryptor"),
+            (("carol", "extra", "--hubs", *hubs), "Too many arguments"),
+            (("bad name", "--hubs", *hubs), "Invalid client name"),
+            (("carol", "--hubs", "ftp://x/hub/a", *hubs[1:]), "not an http"),
+            (("carol", "--hubs", "http://127.0.0.1:1/", *hubs[1:]), "does not end in the hub's name"),
+            (("carol", "--hubs", hubs[0], hubs[0], hubs[1]), "listed twice"),
+            (("carol", "--hubs", *hubs, "--log-level", "loud"), "Invalid log level"),
+            (("carol", "--hubs", *hubs, "--config", "/nonexistent/client.conf"), "does not exist"),
+        ]
+        for args, message in cases:
+            with self.subTest(args=args):
+                code, _, err = self.client(*args)
+                self.assertNotEqual(code, 0)
+                if message:
+                    self.assertIn(message, err)
+
+    def test_bad_files_name_file_and_line(self):
+        hubs = ",".join(f"http://127.0.0.1:1/hub/h{i}" for i in range(3))
+        cases = [
+            ("[Client]\nColour=blue\n", 2),
+            ("[Keys]\nSharesRequired=three\n", 2),
+            ("[Keys]\n\nDefaultKeySize=12\n", 3),
+            ("[PSRD]\nBlockSize=lots\n", 2),
+            ("[ETSI]\nSAE=sofia\n", 2),
+            ("[ETSI]\nIdentity=certificate\n", 2),
+            ("[Hubs]\nTimeout=soon\n", 2),
+            ("[Nowhere]\nX=1\n", 2),
+        ]
+        for text, line in cases:
+            with self.subTest(text=text):
+                path = self.write(text)
+                code, _, err = self.client("carol", "--hubs", hubs, "--config", path)
+                self.assertNotEqual(code, 0)
+                self.assertIn(f"{path}:{line}", err)
+
+    def test_bad_combinations(self):
+        hubs = ",".join(f"http://127.0.0.1:1/hub/h{i}" for i in range(3))
+        for text, message in [("[Keys]\nSharesRequired=1\n", "SharesRequired=1"),
+                              ("[Keys]\nSharesRequired=4\n", "SharesRequired=4"),
+                              ("[PSRD]\nLowWater=1K\n", "LowWater"),
+                              ("[PSRD]\nHighWater=1K\n", "HighWater"),
+                              ("[Keys]\nMaxKeySize=65536\n", "LowWater"),
+                              ("[Keys]\nDefaultKeySize=16384\n", "DefaultKeySize")]:
+            with self.subTest(text=text):
+                code, _, err = self.client("carol", "--hubs", hubs, "--config", self.write(text))
+                self.assertNotEqual(code, 0)
+                self.assertIn(message, err)
+
+    def test_configuration_file_and_list_forms(self):
+        hubs = [self.start_hub(h) for h in HUBS[:3]]
+        urls = [f"http://{LOCALHOST}:{h.port}/hub/{h.name}/" for h in hubs]
+        port = free_port()
+        path = self.write(f"[Client]\nName=carol\nPort={port}\nHubs={urls[0]}, {urls[1]} {urls[2]}\n"
+                          "Encryptors=sam\n[Keys]\nSharesRequired=2\nDefaultKeySize=128\n")
+        d = self.start_daemon([program("DSKE_CLIENT"), "--config", path], name="client-carol")
+        c = Client(d, "carol", port, ["sam"])
+        s = c.wait_ready()
+        self.assertEqual(s["shares_required"], 2)
+        self.assertEqual([h["hub_name"] for h in s["peer_hubs"]], HUBS[:3])
+        r = c.etsi("GET", "sam", "status", "sam")
+        self.assertEqual(r.json()["key_size"], 128)
+
+    def test_port_in_use(self):
+        hubs = [f"http://127.0.0.1:1/hub/h{i}" for i in range(3)]
+        with socket.socket() as s:
+            s.bind((LOCALHOST, 0))
+            s.listen()
+            code, _, err = self.client("carol", "--port", str(s.getsockname()[1]), "--hubs", *hubs)
+        self.assertNotEqual(code, 0)
+        self.assertIn("Failed to listen", err)
+
+
+if __name__ == "__main__":
+    unittest.main()
