@@ -104,6 +104,7 @@ PeerHub *peer_hub_free(PeerHub *p) {
         sd_event_source_disable_unref(p->retry_timer);
         pool_free(p->local_pool);
         pool_free(p->peer_pool);
+        free(p->in_use);
         free(p->url);
         free(p->name);
         free(p->last_error);
@@ -531,9 +532,97 @@ void peer_hub_hub_pool_low(PeerHub *p) {
         peer_hub_step(p);
 }
 
+/* Marks every unused byte of b used, so that the block can be dropped. */
+static uint64_t block_burn(Pool *pool, Block *b) {
+        uint64_t burnt = 0;
+        size_t i = 0;
+
+        while (i < b->size) {
+                _cleanup_(allocation_freep) Allocation *a = allocation_new();
+
+                if (!a)
+                        return burnt;
+                while (i < b->size && a->n_fragments < PSRD_FRAGMENTS_MAX) {
+                        size_t s;
+
+                        while (i < b->size && block_is_used(b, i))
+                                i++;
+                        s = i;
+                        while (i < b->size && !block_is_used(b, i))
+                                i++;
+                        if (i > s && allocation_add_fragment(a, &b->uuid, s, i - s) < 0)
+                                return burnt;
+                }
+                if (a->n_fragments == 0 || pool_take(pool, a, 0, NULL) < 0)
+                        return burnt;
+                burnt += a->size;
+        }
+        return burnt;
+}
+
+/* R4: bytes the hub allocated for replies that never arrived (timed out, lost) stay unused in this
+ * client's copy of the hub-owned pool, and their block would never become fully used. The hub
+ * allocates first-fit, block by block, so once it has been taking from a later block for longer
+ * than any reply can take to arrive, what is left in the earlier blocks will never be named:
+ * those bytes are burnt and the blocks dropped. */
+static void peer_hub_retire_stale_blocks(PeerHub *p) {
+        Pool *pool = p->peer_pool;
+        uint64_t now = now_usec(), horizon = 2 * peer_config(p)->hub_timeout_usec;
+        size_t n = 0, cut = 0;
+        void *l;
+
+        /* Forget blocks that are gone, note those newly in use. */
+        for (size_t i = 0; i < p->n_in_use; i++)
+                if (pool_find_block(pool, &p->in_use[i].uuid))
+                        p->in_use[n++] = p->in_use[i];
+        p->n_in_use = n;
+        for (size_t i = 0; i < pool->n_blocks; i++) {
+                const Block *b = pool->blocks[i];
+                bool known = false;
+
+                if (b->n_used == 0)
+                        continue;
+                for (size_t j = 0; j < p->n_in_use && !known; j++)
+                        known = uuid_equal(&p->in_use[j].uuid, &b->uuid);
+                if (known)
+                        continue;
+                l = reallocarray(p->in_use, p->n_in_use + 1, sizeof(*p->in_use));
+                if (!l)
+                        return;
+                p->in_use = l;
+                p->in_use[p->n_in_use].uuid = b->uuid;
+                p->in_use[p->n_in_use++].since = now;
+        }
+
+        /* The last block in use for longer than the horizon: everything before it is stale. */
+        for (size_t i = 0; i < pool->n_blocks; i++)
+                for (size_t j = 0; j < p->n_in_use; j++)
+                        if (uuid_equal(&p->in_use[j].uuid, &pool->blocks[i]->uuid) &&
+                            now >= p->in_use[j].since + horizon)
+                                cut = i;
+        if (cut == 0)
+                return;
+        for (size_t i = 0; i < cut; i++) {
+                uint64_t burnt = block_burn(pool, pool->blocks[i]);
+
+                if (burnt > 0) {
+                        char buf[UUID_STRING_MAX];
+
+                        log_info(
+                                "Hub %s: retiring PSRD block %s, whose %llu unused bytes the hub will never "
+                                "name (replies that were lost).",
+                                p->name, uuid_to_string(&pool->blocks[i]->uuid, buf),
+                                (unsigned long long) burnt);
+                        p->n_bytes_retired += burnt;
+                }
+        }
+        (void) pool_drop_used_blocks(pool);
+}
+
 void peer_hub_after_use(PeerHub *p) {
         (void) pool_drop_used_blocks(p->local_pool);
         (void) pool_drop_used_blocks(p->peer_pool);
+        peer_hub_retire_stale_blocks(p);
         peer_hub_step(p);
 }
 
@@ -659,6 +748,8 @@ json_object *peer_hub_status_json(const PeerHub *p) {
         (void) json_object_object_add(o, "failures", json_object_new_int64((int64_t) p->n_failures));
         (void) json_object_object_add(o, "blocks_fetched",
                                       json_object_new_int64((int64_t) p->n_blocks_fetched));
+        (void) json_object_object_add(o, "bytes_retired",
+                                      json_object_new_int64((int64_t) p->n_bytes_retired));
         (void) json_object_object_add(o, "last_error",
                                       p->last_error ? json_object_new_string(p->last_error) : NULL);
         local = pool_status_json(p->local_pool, "local");

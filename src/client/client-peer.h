@@ -62,6 +62,15 @@ struct PeerHub {
         void (*unregister_done)(PeerHub *p, int error, void *userdata);
         void *unregister_userdata;
 
+        /* When each block of the hub-owned pool was first seen in use (R4, see
+         * peer_hub_retire_stale_blocks()). */
+        struct {
+                Uuid uuid;
+                uint64_t since;
+        } * in_use;
+        size_t n_in_use;
+        uint64_t n_bytes_retired;
+
         uint64_t n_registrations;
         uint64_t n_shares_sent;
         uint64_t n_shares_received;

@@ -201,10 +201,13 @@ class ShareCorruptingProxy:
     the reply again with the hub-owned bytes the hub named. The client's MAC check passes; only the
     Shamir digest can tell the share is wrong."""
 
-    def __init__(self, target_port):
+    def __init__(self, target_port, corrupt=True):
         self.target_port = target_port
         self.blocks = {}
         self.corrupted = 0
+        self.corrupt = corrupt
+        self.delay_next_share = 0.0  # seconds to hold the next GET key-share reply back
+        self.delayed = 0
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -228,12 +231,15 @@ class ShareCorruptingProxy:
                 finally:
                     conn.close()
                 data, out_headers = proxy.rewrite(self.command, self.path, status, data, out_headers)
-                self.send_response(status)
-                for k, v in out_headers:
-                    self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                try:
+                    self.send_response(status)
+                    for k, v in out_headers:
+                        self.send_header(k, v)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    self.close_connection = True  # the client gave up waiting
 
             do_GET = do_POST = do_PUT = do_DELETE = relay
 
@@ -255,7 +261,11 @@ class ShareCorruptingProxy:
         if method == "GET" and "/dske/oob/v1/psrd" in path and "pool_owner=hub" in path:
             obj = json.loads(data)
             self.blocks[obj["block_uuid"]] = base64.b64decode(obj["data"])
-        elif method == "GET" and "/dske/api/v1/key-share" in path:
+        elif method == "GET" and "/dske/api/v1/key-share" in path and self.delay_next_share > 0:
+            delay, self.delay_next_share = self.delay_next_share, 0.0
+            self.delayed += 1
+            time.sleep(delay)
+        elif method == "GET" and "/dske/api/v1/key-share" in path and self.corrupt:
             obj = json.loads(data)
             cipher = bytearray(base64.b64decode(obj["encrypted_share_value"]))
             cipher[0] ^= 0x01
@@ -588,6 +598,39 @@ class CorruptShareTests(ClientTestCase):
         key = self.get_keys(carol, "sam", "sofia").json()["keys"][0]
         r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=503)
         self.assertEtsiError(r, 503, MSG_GATHER)
+
+
+class LostReplyTests(ClientTestCase):
+    def test_blocks_with_lost_replies_are_retired(self):
+        # R4: a reply that times out leaves bytes the hub spent unused in the client's copy of the
+        # hub-owned pool; once the hub has moved on, the client burns them and drops the block.
+        config = ("[PSRD]\nBlockSize=4K\nLowWater=2K\nHighWater=6K\n"
+                  "[Keys]\nMaxKeysPerRequest=4\nMaxKeySize=256\n[Hubs]\nTimeout=300ms\n")
+        hubs = HUBS[:4]
+        self.hubs = {h: self.start_hub(h) for h in hubs}
+        proxy = ShareCorruptingProxy(self.hubs["hilary"].port, corrupt=False)
+        self.addCleanup(proxy.close)
+        clients = {"carol": ["sam"], "connie": ["sofia"]}
+        carol = self.start_client("carol", [self.hub_url(h) for h in hubs], ["sam"],
+                                  config=self.directory_config("carol", clients) + config)
+        connie = self.start_client("connie",
+                                   [self.hub_url(h, proxy.port if h == "hilary" else None) for h in hubs],
+                                   ["sofia"], config=self.directory_config("connie", clients) + config)
+        proxy.delay_next_share = 1.0
+        self.key_pair(carol, "sam", connie, "sofia")
+        self.assertEqual(proxy.delayed, 1)
+        time.sleep(1.0)  # the delayed reply is dropped by the client; reachability recovers
+        deadline = time.monotonic() + 60
+        while connie.hub_status("hilary")["bytes_retired"] == 0:
+            self.assertLess(time.monotonic(), deadline, connie.hub_status("hilary"))
+            for _ in range(10):
+                self.key_pair(carol, "sam", connie, "sofia", number=4, post=True)
+            time.sleep(0.7)
+        h = connie.hub_status("hilary")
+        self.assertEqual(h["bytes_retired"], 32 + 32)  # the lost reply's share pad and MAC key
+        self.assertIsNotNone(connie.daemon.wait_for_log(r"Hub hilary: retiring PSRD block"))
+        self.key_pair(carol, "sam", connie, "sofia")
+        self.assertEqual(connie.status()["keys"]["gather_failures"], 0)
 
 
 class ReplenishmentTests(ClientTestCase):
