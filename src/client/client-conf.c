@@ -34,66 +34,6 @@ EtsiIdentity etsi_identity_from_string(const char *s) {
         return _ETSI_IDENTITY_INVALID;
 }
 
-size_t strv_length(char *const *strv) {
-        size_t n = 0;
-
-        if (!strv)
-                return 0;
-        while (strv[n])
-                n++;
-        return n;
-}
-
-bool strv_contains(char *const *strv, const char *s) {
-        for (size_t i = 0; strv && strv[i]; i++)
-                if (streq(strv[i], s))
-                        return true;
-        return false;
-}
-
-char **strv_free(char **strv) {
-        for (size_t i = 0; strv && strv[i]; i++)
-                free(strv[i]);
-        free(strv);
-        return NULL;
-}
-
-static int strv_push(char ***strv, const char *s, size_t len) {
-        size_t n = strv_length(*strv);
-        char **l, *copy;
-
-        copy = strndup(s, len);
-        if (!copy)
-                return -ENOMEM;
-        l = reallocarray(*strv, n + 2, sizeof(char *));
-        if (!l) {
-                free(copy);
-                return -ENOMEM;
-        }
-        l[n] = copy;
-        l[n + 1] = NULL;
-        *strv = l;
-        return 0;
-}
-
-int strv_extend_split(char ***strv, const char *list) {
-        const char *p = list;
-
-        for (;;) {
-                size_t len;
-                int r;
-
-                p += strspn(p, ", \t\n");
-                if (*p == '\0')
-                        return 0;
-                len = strcspn(p, ", \t\n");
-                r = strv_push(strv, p, len);
-                if (r < 0)
-                        return r;
-                p += len;
-        }
-}
-
 static void sae_directory_done(SaeDirectory *d) {
         for (size_t i = 0; i < d->n_entries; i++) {
                 free(d->entries[i].sae);
@@ -143,7 +83,7 @@ static int conf_parse_list(const char *filename, unsigned line, const char *key,
         char ***strv = data;
         int r;
 
-        r = strv_extend_split(strv, value);
+        r = strv_extend_split(strv, value, LIST_SEPARATORS);
         if (r < 0)
                 return log_error_errno(r, "%s:%u: Failed to parse %s=: %m", filename, line, key);
         return 0;
@@ -184,7 +124,7 @@ static int conf_parse_sae_directory(const char *filename, unsigned line, const c
         char **items = NULL;
         int r = 0;
 
-        r = strv_extend_split(&items, value);
+        r = strv_extend_split(&items, value, LIST_SEPARATORS);
         if (r < 0)
                 return log_oom();
         for (size_t i = 0; items && items[i]; i++) {
@@ -520,9 +460,9 @@ int client_parse_argv(int argc, char *argv[], ClientArgs *ret) {
                 else if (streq(opt, "--hubs") || streq(opt, "--encryptors")) {
                         char ***list = streq(opt, "--hubs") ? &a.hubs : &a.encryptors;
 
-                        r = strv_extend_split(list, value);
+                        r = strv_extend_split(list, value, LIST_SEPARATORS);
                         while (r >= 0 && i + 1 < argc && argv[i + 1][0] != '-')
-                                r = strv_extend_split(list, argv[++i]);
+                                r = strv_extend_split(list, argv[++i], LIST_SEPARATORS);
                         if (r < 0)
                                 r = log_oom();
                 } else if (streq(opt, "-c") || streq(opt, "--config"))

@@ -7,6 +7,7 @@
  * directory), [Management]. Settings marked "run time" change on SIGHUP; the others need a
  * restart. */
 
+#include "strv.h"
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -99,11 +100,8 @@ int client_config_verify(const ClientConfig *c);
 /* The configuration file used when none is given: SYSCONFDIR/dske/client/NAME.conf. */
 int client_config_default_path(const char *name, char **ret);
 
-/* Appends the items of a comma- or whitespace-separated list to a NULL-terminated strv. */
-int strv_extend_split(char ***strv, const char *list);
-size_t strv_length(char *const *strv);
-bool strv_contains(char *const *strv, const char *s);
-char **strv_free(char **strv);
+/* Hubs and encryptors are listed separated by commas or white space. */
+#define LIST_SEPARATORS ", \t\n"
 
 /* What the command line gave; it overrides the configuration file, at start-up and on reload. */
 typedef struct ClientArgs {

@@ -3,15 +3,6 @@
 
 #include "ctl-util.h"
 
-char **ctl_strv_free(char **l) {
-        if (!l)
-                return NULL;
-        for (char **i = l; *i; i++)
-                free(*i);
-        free(l);
-        return NULL;
-}
-
 static void json_wipe_string(json_object *v) {
         if (!v || !json_object_is_type(v, json_type_string))
                 return;

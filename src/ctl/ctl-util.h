@@ -6,6 +6,7 @@
 #include <stdio.h>
 
 #include "macro.h"
+#include "strv.h"
 
 static inline void fclosep(FILE **f) {
         if (*f)
@@ -20,12 +21,6 @@ static inline void closedirp(DIR **d) {
 static inline void json_tokener_freep(json_tokener **t) {
         if (*t)
                 json_tokener_free(*t);
-}
-
-/* Frees a NULL-terminated string list. Returns NULL. */
-char **ctl_strv_free(char **l);
-static inline void ctl_strv_freep(char ***l) {
-        ctl_strv_free(*l);
 }
 
 /* Zeroes the value of every "key" member in the objects of a key container ({"keys": [...]}) before

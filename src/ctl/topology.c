@@ -33,7 +33,7 @@ NodeType node_type_from_string(const char *s) {
 
 static void topology_node_done(TopologyNode *n) {
         free(n->name);
-        ctl_strv_free(n->encryptors);
+        strv_free(n->encryptors);
         free(n->config);
 }
 
@@ -97,9 +97,9 @@ static void parser_finish_section(Parser *p) {
                         log_error("%s:%u: Encryptors= is only valid for clients.", p->path,
                                   p->encryptors_line);
                         (void) parser_fail(p, -EINVAL);
-                        ctl_strv_free(TAKE_PTR(p->encryptors));
+                        strv_free(TAKE_PTR(p->encryptors));
                 } else {
-                        ctl_strv_free(n->encryptors);
+                        strv_free(n->encryptors);
                         n->encryptors = TAKE_PTR(p->encryptors);
                         n->encryptors_line = p->encryptors_line;
                 }
@@ -448,7 +448,7 @@ int topology_load(const char *path, Topology **ret) {
         r = ini_parse_stream(parser_read, &p, parser_handler, &p);
         parser_finish_section(&p);
         (void) fclose(p.f);
-        ctl_strv_free(p.encryptors);
+        strv_free(p.encryptors);
         free(p.node_config);
 
         if (r > 0 && p.error == 0) {

@@ -8,6 +8,7 @@
 
 #include "conf-parser.h"
 #include "log.h"
+#include "strv.h"
 
 typedef struct ConfParse {
         FILE *file;
@@ -164,52 +165,17 @@ int conf_parse_string(const char *filename, unsigned line, const char *key, cons
         return 0;
 }
 
-static size_t strv_length(char **l) {
-        size_t n = 0;
-
-        while (l && l[n])
-                n++;
-        return n;
-}
-
-static void strv_clear(char ***l) {
-        for (char **i = *l; i && *i; i++)
-                free(*i);
-        free(*l);
-        *l = NULL;
-}
-
 int conf_parse_strv(const char *filename, unsigned line, const char *key, const char *value, void *data) {
         char ***l = data;
-        size_t n;
 
         /* An empty value empties the list; otherwise words are appended, so a long list can span
          * several lines. */
         if (isempty(value)) {
-                strv_clear(l);
+                strv_freep(l);
                 return 0;
         }
-
-        n = strv_length(*l);
-        for (const char *p = value;;) {
-                size_t w;
-                char **m;
-
-                p += strspn(p, " \t");
-                if (*p == '\0')
-                        break;
-                w = strcspn(p, " \t");
-
-                m = reallocarray(*l, n + 2, sizeof(char *));
-                if (!m)
-                        return log_oom();
-                *l = m;
-                m[n] = strndup(p, w);
-                if (!m[n])
-                        return log_oom();
-                m[++n] = NULL;
-                p += w;
-        }
+        if (strv_extend_split(l, value, " \t") < 0)
+                return log_oom();
         return 0;
 }
 
