@@ -666,8 +666,8 @@ static int route_post_share(Manager *m, HttpRequest *req) {
                 return r;
         }
 
-        log_info("Stored share %" PRIi64 " of key %s from client %s (%s -> %s)%s.", share_index, key_id_str,
-                 ctx.client->name, master_sae_id, slave_sae_id, existing ? " again" : "");
+        log_debug("Stored share %" PRIi64 " of key %s from client %s (%s -> %s)%s.", share_index, key_id_str,
+                  ctx.client->name, master_sae_id, slave_sae_id, existing ? " again" : "");
         manager_notify_status(m);
         return 0;
 }
@@ -713,13 +713,14 @@ static int route_get_share(Manager *m, HttpRequest *req) {
                 return http_request_reply_error(req, 400,
                                                 details_new("key_id", json_object_new_string(key_id_str)),
                                                 "Invalid key ID.");
+        /* The canonical spelling, for the replies and log lines below. */
+        (void) uuid_to_string(&key_id, key_id_buf);
 
         share = share_store_get(&m->shares, &key_id);
         if (!share)
-                return http_request_reply_error(
-                        req, 404,
-                        details_new("key_ID", json_object_new_string(uuid_to_string(&key_id, key_id_buf))),
-                        "Unknown key ID");
+                return http_request_reply_error(req, 404,
+                                                details_new("key_ID", json_object_new_string(key_id_buf)),
+                                                "Unknown key ID");
 
         /* C4: only the responder named when the share was posted gets it. */
         if (!peer_client_has_encryptor(ctx.client, share->slave_sae_id) ||
@@ -776,7 +777,7 @@ static int route_get_share(Manager *m, HttpRequest *req) {
                 return r;
         }
 
-        log_info("Delivered share %u of key %s to client %s.", share->share_index, key_id_buf, client_name);
+        log_debug("Delivered share %u of key %s to client %s.", share->share_index, key_id_buf, client_name);
         share_store_remove(&m->shares, share, SHARE_REMOVAL_DELIVERED);
         manager_notify_status(m);
         return 0;
