@@ -19,8 +19,9 @@
 #define DEFAULT_MAX_CONNECTIONS 1024u
 #define DEFAULT_TIMEOUT_SEC     30u
 /* Per connection: request line, headers and read buffer. Our requests are small; the body is
- * copied out as it arrives, so this does not bound the body size. */
-#define CONNECTION_MEMORY_LIMIT ((size_t) 64 * 1024)
+ * copied out as it arrives, so this does not bound the body size. MHD zeroes the whole pool between
+ * the requests of a keep-alive connection: a larger pool costs time on every request. */
+#define CONNECTION_MEMORY_LIMIT ((size_t) 16 * 1024)
 /* Recycled requests keep buffers up to this size; larger ones go back to the allocator. */
 #define KEEP_BUFFER_MAX   ((size_t) 64 * 1024)
 #define FREE_REQUESTS_MAX 256u
