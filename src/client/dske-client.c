@@ -2,28 +2,13 @@
 #include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
-#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include "client-conf.h"
 #include "client-manager.h"
+#include "daemon-util.h"
 #include "log.h"
-
-/* The state directory is created if missing and must be a writable directory. */
-static int state_dir_check(const char *path) {
-        struct stat st;
-
-        if (mkdir(path, 0700) < 0 && errno != EEXIST)
-                return log_error_errno(-errno, "Failed to create state directory %s: %m", path);
-        if (stat(path, &st) < 0)
-                return log_error_errno(-errno, "Failed to access state directory %s: %m", path);
-        if (!S_ISDIR(st.st_mode))
-                return log_error_errno(-ENOTDIR, "State directory %s is not a directory.", path);
-        if (access(path, W_OK | X_OK) < 0)
-                return log_error_errno(-errno, "State directory %s is not writable: %m", path);
-        return 0;
-}
 
 static int run(int argc, char *argv[]) {
         _cleanup_(manager_freep) Manager *m = NULL;
@@ -42,7 +27,7 @@ static int run(int argc, char *argv[]) {
         log_set_max_level(config.log_level);
 
         if (config.state_dir) {
-                r = state_dir_check(config.state_dir);
+                r = daemon_prepare_state_dir(config.state_dir);
                 if (r < 0)
                         return r;
         }

@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
@@ -169,4 +170,18 @@ int daemon_notify_reloading(void) {
         (void) snprintf(state, sizeof(state), "RELOADING=1\nMONOTONIC_USEC=%" PRIu64,
                         (uint64_t) ts.tv_sec * 1000000 + (uint64_t) ts.tv_nsec / 1000);
         return notify(state);
+}
+
+int daemon_prepare_state_dir(const char *path) {
+        struct stat st;
+
+        if (mkdir(path, 0700) < 0 && errno != EEXIST)
+                return log_error_errno(-errno, "Failed to create state directory %s: %m", path);
+        if (stat(path, &st) < 0)
+                return log_error_errno(-errno, "Failed to access state directory %s: %m", path);
+        if (!S_ISDIR(st.st_mode))
+                return log_error_errno(-ENOTDIR, "State directory %s is not a directory.", path);
+        if (access(path, W_OK | X_OK) < 0)
+                return log_error_errno(-errno, "State directory %s is not writable: %m", path);
+        return 0;
 }

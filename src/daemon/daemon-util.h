@@ -39,3 +39,7 @@ int daemon_notify_status(const char *format, ...) _printf_(1, 2);
 int daemon_notify_stopping(const char *status);
 /* RELOADING=1 with the monotonic time; send daemon_notify_ready() once the reload is done. */
 int daemon_notify_reloading(void);
+
+/* Creates the state directory (mode 0700) if it is missing and checks that it is a directory this
+ * process may write to. Logs and returns a negative errno on failure. */
+int daemon_prepare_state_dir(const char *path);

@@ -4,7 +4,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "codec.h"
@@ -157,21 +156,6 @@ static int parse_argv(int argc, char *argv[], Args *a) {
         return 1;
 }
 
-/* The state directory is created if missing and must be a writable directory. */
-static int state_dir_check(const char *path) {
-        struct stat st;
-
-        if (mkdir(path, 0700) < 0 && errno != EEXIST)
-                return log_error_errno(-errno, "Failed to create state directory %s: %m", path);
-        if (stat(path, &st) < 0)
-                return log_error_errno(-errno, "Failed to access state directory %s: %m", path);
-        if (!S_ISDIR(st.st_mode))
-                return log_error_errno(-ENOTDIR, "State directory %s is not a directory.", path);
-        if (access(path, W_OK | X_OK) < 0)
-                return log_error_errno(-errno, "State directory %s is not writable: %m", path);
-        return 0;
-}
-
 static int run(int argc, char *argv[]) {
         _cleanup_(manager_freep) Manager *m = NULL;
         _cleanup_(args_done) Args args = {};
@@ -199,7 +183,7 @@ static int run(int argc, char *argv[]) {
         log_set_max_level(config.log_level);
 
         if (config.state_dir) {
-                r = state_dir_check(config.state_dir);
+                r = daemon_prepare_state_dir(config.state_dir);
                 if (r < 0)
                         return r;
         }
