@@ -17,13 +17,22 @@
 #define MAX_CACHED_CONNECTIONS 256L
 #define FREE_CALLS_MAX         64u
 #define KEEP_BUFFER_MAX        ((size_t) 64 * 1024)
+/* curl's deadlines are request and connect timeouts: firing them a little late costs nothing, while
+ * re-arming the timer on every change costs a system call. */
+#define TIMER_ACCURACY_MAX_USEC ((uint64_t) 1000 * 1000)
 
 typedef struct CurlSocket CurlSocket;
 
+/* A socket of curl's, watched from its creation to its closing. Between transfers the connection
+ * waits in curl's cache; its watch stays in place (for input only) so that the next transfer on it
+ * needs no epoll_ctl(). */
 struct CurlSocket {
         HttpClient *client;
         sd_event_source *source;
-        CurlSocket *prev, *next;
+        int fd;
+        uint32_t events; /* what the source watches */
+        bool enabled;
+        bool wanted; /* curl wants to hear about this socket */
 };
 
 struct HttpCall {
@@ -53,7 +62,9 @@ struct HttpClient {
         sd_event *event;
         CURLM *multi;
         sd_event_source *timer_source;
-        CurlSocket *sockets;
+        sd_event_source *defer_source; /* curl's "time out now", without a timer */
+        CurlSocket **sockets;          /* by file descriptor */
+        size_t n_sockets;
 
         HttpCall *running_head;
         size_t n_running;
@@ -127,15 +138,16 @@ static void call_destroy(HttpCall *call) {
         free(call);
 }
 
+static int call_setup_fixed(HttpCall *call);
+
 static HttpCall *client_call_acquire(HttpClient *c) {
         HttpCall *call = c->free_head;
 
+        /* A recycled handle keeps the options common to every call; call_setup() sets all others. */
         if (call) {
                 c->free_head = call->next;
                 c->n_free--;
                 call->next = NULL;
-                /* Options go back to their defaults; the multi handle keeps the connections. */
-                curl_easy_reset(call->easy);
                 return call;
         }
 
@@ -144,8 +156,8 @@ static HttpCall *client_call_acquire(HttpClient *c) {
                 return NULL;
         call->client = c;
         call->easy = curl_easy_init();
-        if (!call->easy) {
-                free(call);
+        if (!call->easy || call_setup_fixed(call) < 0) {
+                call_destroy(call);
                 return NULL;
         }
         return call;
@@ -251,9 +263,43 @@ static void client_process_done(HttpClient *c) {
         }
 }
 
+static void client_run_timeout(HttpClient *c) {
+        int running;
+
+        (void) curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+        client_process_done(c);
+}
+
+static int curl_socket_watch(CurlSocket *s, uint32_t events) {
+        int k;
+
+        if (s->events != events) {
+                k = sd_event_source_set_io_events(s->source, events);
+                if (k < 0)
+                        return k;
+                s->events = events;
+        }
+        if (!s->enabled) {
+                k = sd_event_source_set_enabled(s->source, SD_EVENT_ON);
+                if (k < 0)
+                        return k;
+                s->enabled = true;
+        }
+        return 0;
+}
+
 static int client_on_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
-        HttpClient *c = userdata;
+        CurlSocket *s = userdata;
+        HttpClient *c = s->client;
         int action = 0, running;
+
+        if (!s->wanted) {
+                /* An idle cached connection: the peer closed it or sent something unasked for. curl
+                 * finds out when it next looks at the connection; until then, stay quiet. */
+                if (sd_event_source_set_enabled(source, SD_EVENT_OFF) >= 0)
+                        s->enabled = false;
+                return 0;
+        }
 
         if (revents & EPOLLIN)
                 action |= CURL_CSELECT_IN;
@@ -268,37 +314,73 @@ static int client_on_io(sd_event_source *source, int fd, uint32_t revents, void 
 }
 
 static int client_on_timer(sd_event_source *source, uint64_t usec, void *userdata) {
-        HttpClient *c = userdata;
-        int running;
-
-        (void) curl_multi_socket_action(c->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-        client_process_done(c);
+        client_run_timeout(userdata);
         return 0;
+}
+
+static int client_on_defer(sd_event_source *source, void *userdata) {
+        client_run_timeout(userdata);
+        return 0;
+}
+
+static CurlSocket *client_socket_get(HttpClient *c, int fd) {
+        return fd >= 0 && (size_t) fd < c->n_sockets ? c->sockets[fd] : NULL;
 }
 
 static void curl_socket_free(CurlSocket *s) {
         HttpClient *c = s->client;
 
-        if (s->prev)
-                s->prev->next = s->next;
-        else
-                c->sockets = s->next;
-        if (s->next)
-                s->next->prev = s->prev;
+        assert(c->sockets[s->fd] == s);
+        c->sockets[s->fd] = NULL;
         sd_event_source_disable_unref(s->source);
         free(s);
 }
 
+static int client_socket_new(HttpClient *c, int fd, uint32_t events, CurlSocket **ret) {
+        CurlSocket *s;
+        int k;
+
+        if ((size_t) fd >= c->n_sockets) {
+                size_t n = MAX((size_t) fd + 1, c->n_sockets * 2);
+                CurlSocket **a = reallocarray(c->sockets, n, sizeof(CurlSocket *));
+                if (!a)
+                        return -ENOMEM;
+                memset(a + c->n_sockets, 0, (n - c->n_sockets) * sizeof(CurlSocket *));
+                c->sockets = a;
+                c->n_sockets = n;
+        }
+
+        s = calloc(1, sizeof(CurlSocket));
+        if (!s)
+                return -ENOMEM;
+        k = sd_event_add_io(c->event, &s->source, fd, events, client_on_io, s);
+        if (k < 0) {
+                free(s);
+                return k;
+        }
+        (void) sd_event_source_set_description(s->source, "http-client-io");
+        s->client = c;
+        s->fd = fd;
+        s->events = events;
+        s->enabled = true;
+        c->sockets[fd] = s;
+        *ret = s;
+        return 0;
+}
+
 static int client_on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp) {
         HttpClient *c = userp;
-        CurlSocket *s = socketp;
+        CurlSocket *s = client_socket_get(c, fd);
         uint32_t events = 0;
         int k;
 
         if (what == CURL_POLL_REMOVE) {
+                /* The socket stays watched until curl closes it (client_on_curl_close). Waiting for
+                 * output on an idle connection would wake us up for nothing. */
                 if (s) {
-                        (void) curl_multi_assign(c->multi, fd, NULL);
-                        curl_socket_free(s);
+                        s->wanted = false;
+                        if (s->enabled && (s->events & EPOLLOUT) && curl_socket_watch(s, EPOLLIN) < 0)
+                                curl_socket_free(s);
                 }
                 return 0;
         }
@@ -308,49 +390,50 @@ static int client_on_curl_socket(CURL *easy, curl_socket_t fd, int what, void *u
         if (what & CURL_POLL_OUT)
                 events |= EPOLLOUT;
 
-        if (s) {
-                k = sd_event_source_set_io_events(s->source, events);
-                if (k >= 0)
-                        k = sd_event_source_set_enabled(s->source, SD_EVENT_ON);
-                if (k < 0) {
-                        log_debug_errno(k, "HTTP client: failed to watch socket %i: %m", fd);
-                        return -1;
-                }
-                return 0;
-        }
-
-        s = calloc(1, sizeof(CurlSocket));
-        if (!s)
-                return -1;
-        k = sd_event_add_io(c->event, &s->source, fd, events, client_on_io, c);
+        if (s)
+                k = curl_socket_watch(s, events);
+        else
+                k = client_socket_new(c, fd, events, &s);
         if (k < 0) {
                 log_debug_errno(k, "HTTP client: failed to watch socket %i: %m", fd);
-                free(s);
                 return -1;
         }
-        (void) sd_event_source_set_description(s->source, "http-client-io");
-        s->client = c;
-        s->next = c->sockets;
-        if (c->sockets)
-                c->sockets->prev = s;
-        c->sockets = s;
-        if (curl_multi_assign(c->multi, fd, s) != CURLM_OK) {
-                curl_socket_free(s);
-                return -1;
-        }
+        s->wanted = true;
         return 0;
+}
+
+static int client_on_curl_close(void *userp, curl_socket_t fd) {
+        HttpClient *c = userp;
+        CurlSocket *s = client_socket_get(c, fd);
+
+        if (s)
+                curl_socket_free(s);
+        return close(fd) < 0 ? 1 : 0;
 }
 
 static int client_on_curl_timer(CURLM *multi, long timeout_ms, void *userp) {
         HttpClient *c = userp;
         int k;
 
-        if (timeout_ms < 0)
+        if (timeout_ms == 0) {
+                /* "Run again now", asked for on every new transfer: a defer source costs no timer. */
                 k = sd_event_source_set_enabled(c->timer_source, SD_EVENT_OFF);
-        else {
-                k = sd_event_source_set_time_relative(c->timer_source, (uint64_t) timeout_ms * 1000);
                 if (k >= 0)
-                        k = sd_event_source_set_enabled(c->timer_source, SD_EVENT_ONESHOT);
+                        k = sd_event_source_set_enabled(c->defer_source, SD_EVENT_ONESHOT);
+        } else {
+                k = sd_event_source_set_enabled(c->defer_source, SD_EVENT_OFF);
+                if (k >= 0 && timeout_ms < 0)
+                        k = sd_event_source_set_enabled(c->timer_source, SD_EVENT_OFF);
+                else if (k >= 0) {
+                        uint64_t usec = (uint64_t) timeout_ms * 1000;
+
+                        k = sd_event_source_set_time_relative(c->timer_source, usec);
+                        if (k >= 0)
+                                k = sd_event_source_set_time_accuracy(
+                                        c->timer_source, MIN(usec / 4, TIMER_ACCURACY_MAX_USEC) ?: 1);
+                        if (k >= 0)
+                                k = sd_event_source_set_enabled(c->timer_source, SD_EVENT_ONESHOT);
+                }
         }
         if (k < 0) {
                 log_debug_errno(k, "HTTP client: failed to arm the timer: %m");
@@ -396,6 +479,14 @@ int http_client_new(sd_event *event, HttpClient **ret) {
         if (k < 0)
                 return k;
 
+        k = sd_event_add_defer(event, &c->defer_source, client_on_defer, c);
+        if (k < 0)
+                return k;
+        (void) sd_event_source_set_description(c->defer_source, "http-client-run");
+        k = sd_event_source_set_enabled(c->defer_source, SD_EVENT_OFF);
+        if (k < 0)
+                return k;
+
         *ret = TAKE_PTR(c);
         return 0;
 }
@@ -415,12 +506,15 @@ HttpClient *http_client_free(HttpClient *c) {
                 c->free_head = call->next;
                 call_destroy(call);
         }
-        /* Closing the cached connections reports their sockets as removed, while c is still here. */
+        /* Closing the cached connections goes through client_on_curl_close(), while c is still here. */
         if (c->multi)
                 (void) curl_multi_cleanup(c->multi);
-        while (c->sockets)
-                curl_socket_free(c->sockets);
+        for (size_t i = 0; i < c->n_sockets; i++)
+                if (c->sockets[i])
+                        curl_socket_free(c->sockets[i]);
+        free(c->sockets);
         sd_event_source_disable_unref(c->timer_source);
+        sd_event_source_disable_unref(c->defer_source);
         sd_event_unref(c->event);
         free(c);
         curl_global_cleanup();
@@ -542,11 +636,9 @@ static int call_add_header(HttpCall *call, const char *line) {
                         return -ENOMEM;                                                                     \
         } while (false)
 
-static int call_setup(HttpCall *call, const HttpCallSpec *spec) {
+/* The options every call shares, set once per easy handle. */
+static int call_setup_fixed(HttpCall *call) {
         CURL *e = call->easy;
-        unsigned timeout_ms = spec->timeout_ms > 0 ? spec->timeout_ms : DEFAULT_TIMEOUT_MS;
-        bool has_body = spec->body || spec->body_size > 0;
-        int k;
 
         SETOPT(e, CURLOPT_PRIVATE, call);
         SETOPT(e, CURLOPT_ERRORBUFFER, call->error);
@@ -557,8 +649,6 @@ static int call_setup(HttpCall *call, const HttpCallSpec *spec) {
         SETOPT(e, CURLOPT_PROTOCOLS, (long) (CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
         SETOPT(e, CURLOPT_HTTP_VERSION, (long) CURL_HTTP_VERSION_1_1);
-        SETOPT(e, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
-        SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long) MIN(timeout_ms, CONNECT_TIMEOUT_MS));
         SETOPT(e, CURLOPT_TCP_NODELAY, 1L);
         SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
         SETOPT(e, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
@@ -566,7 +656,25 @@ static int call_setup(HttpCall *call, const HttpCallSpec *spec) {
         SETOPT(e, CURLOPT_WRITEDATA, call);
         SETOPT(e, CURLOPT_HEADERFUNCTION, call_on_header);
         SETOPT(e, CURLOPT_HEADERDATA, call);
+        /* Connections remember this: sockets stay watched until they are really closed. */
+        SETOPT(e, CURLOPT_CLOSESOCKETFUNCTION, client_on_curl_close);
+        SETOPT(e, CURLOPT_CLOSESOCKETDATA, call->client);
+        return 0;
+}
+
+/* The options of one call. Every option that differs between calls is set here, each time. */
+static int call_setup(HttpCall *call, const HttpCallSpec *spec) {
+        CURL *e = call->easy;
+        unsigned timeout_ms = spec->timeout_ms > 0 ? spec->timeout_ms : DEFAULT_TIMEOUT_MS;
+        bool has_body = spec->body || spec->body_size > 0;
+        int k;
+
+        SETOPT(e, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
+        SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long) MIN(timeout_ms, CONNECT_TIMEOUT_MS));
         SETOPT(e, CURLOPT_URL, spec->url);
+        /* Back to a plain GET: the previous call may have been anything. */
+        SETOPT(e, CURLOPT_CUSTOMREQUEST, (char *) NULL);
+        SETOPT(e, CURLOPT_HTTPGET, 1L);
 
         if (has_body) {
                 /* Our own copy, reused from call to call; curl sends from it without copying. */
