@@ -27,6 +27,9 @@
 #define FREE_REQUESTS_MAX 256u
 /* MHD asks to be woken up at most this far ahead; beyond it the value is meaningless to us. */
 #define TIMER_MAX_USEC ((uint64_t) 3600 * 1000000)
+/* MHD's deadlines are idle connection timeouts of many seconds: firing them a little late costs
+ * nothing, while re-arming the timer after every request costs a system call. */
+#define TIMER_ACCURACY_MAX_USEC ((uint64_t) 1000 * 1000)
 
 typedef enum RequestState {
         REQUEST_RECEIVING, /* headers and body arriving */
@@ -752,9 +755,19 @@ static int server_arm_timer(HttpServer *s) {
 
         if (MHD_get_timeout(s->daemon, &ms) != MHD_YES)
                 return sd_event_source_set_enabled(s->timer_source, SD_EVENT_OFF);
+        if (ms == 0) {
+                /* Work is waiting already: run again on the next iteration, without a timer. */
+                k = sd_event_source_set_enabled(s->timer_source, SD_EVENT_OFF);
+                if (k < 0)
+                        return k;
+                return sd_event_source_set_enabled(s->resume_source, SD_EVENT_ONESHOT);
+        }
 
         usec = ms >= TIMER_MAX_USEC / 1000 ? TIMER_MAX_USEC : (uint64_t) ms * 1000;
         k = sd_event_source_set_time_relative(s->timer_source, usec);
+        if (k < 0)
+                return k;
+        k = sd_event_source_set_time_accuracy(s->timer_source, MIN(usec / 4, TIMER_ACCURACY_MAX_USEC) ?: 1);
         if (k < 0)
                 return k;
         return sd_event_source_set_enabled(s->timer_source, SD_EVENT_ONESHOT);
@@ -918,15 +931,16 @@ int http_server_new(sd_event *event, const HttpServerConfig *config, HttpHandler
         if (k < 0)
                 return k;
         (void) sd_event_source_set_description(s->timer_source, "http-server-timer");
-        k = server_arm_timer(s);
-        if (k < 0)
-                return k;
 
         k = sd_event_add_defer(event, &s->resume_source, server_on_resume, s);
         if (k < 0)
                 return k;
         (void) sd_event_source_set_description(s->resume_source, "http-server-resume");
         k = sd_event_source_set_enabled(s->resume_source, SD_EVENT_OFF);
+        if (k < 0)
+                return k;
+
+        k = server_arm_timer(s);
         if (k < 0)
                 return k;
 
