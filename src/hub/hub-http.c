@@ -113,9 +113,8 @@ static int reply_take_error(HttpRequest *req, int error, const Pool *p, const Al
 }
 
 /* Parses the whole body as one JSON value (RFC 8259, UTF-8). */
-static int parse_json_body(HttpRequest *req, json_object **ret) {
+static int parse_json_body(Manager *m, HttpRequest *req, json_object **ret) {
         _cleanup_json_ json_object *o = NULL;
-        struct json_tokener *tok;
         const uint8_t *body;
         size_t size, end;
         bool ok;
@@ -124,15 +123,18 @@ static int parse_json_body(HttpRequest *req, json_object **ret) {
         if (size == 0 || size > INT32_MAX)
                 return -EBADMSG;
 
-        tok = json_tokener_new();
-        if (!tok)
-                return -ENOMEM;
-        json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS |
-                                            JSON_TOKENER_VALIDATE_UTF8);
-        o = json_tokener_parse_ex(tok, (const char *) body, (int) size);
-        ok = o && json_tokener_get_error(tok) == json_tokener_success;
-        end = json_tokener_get_parse_end(tok);
-        json_tokener_free(tok);
+        /* Kept from request to request: a new tokener per body cost more than the parse. */
+        if (!m->tokener) {
+                m->tokener = json_tokener_new();
+                if (!m->tokener)
+                        return -ENOMEM;
+                json_tokener_set_flags(m->tokener, JSON_TOKENER_STRICT | JSON_TOKENER_ALLOW_TRAILING_CHARS |
+                                                           JSON_TOKENER_VALIDATE_UTF8);
+        } else
+                json_tokener_reset(m->tokener);
+        o = json_tokener_parse_ex(m->tokener, (const char *) body, (int) size);
+        ok = o && json_tokener_get_error(m->tokener) == json_tokener_success;
+        end = json_tokener_get_parse_end(m->tokener);
         if (!ok)
                 return -EBADMSG;
 
@@ -208,7 +210,7 @@ static int route_register(Manager *m, HttpRequest *req) {
         if (check_query(req, (const char *const[]){NULL}))
                 return 0;
 
-        r = parse_json_body(req, &body);
+        r = parse_json_body(m, req, &body);
         if (r == -ENOMEM)
                 return r;
         if (r < 0 || !json_object_is_type(body, json_type_object))
@@ -517,7 +519,7 @@ static int route_post_share(Manager *m, HttpRequest *req) {
 
         /* The shape is checked first so that a malformed request costs no PSRD at all; nothing in
          * it is believed until the MAC has been verified. */
-        r = parse_json_body(req, &body);
+        r = parse_json_body(m, req, &body);
         if (r == -ENOMEM)
                 return r;
         if (r < 0 || !json_object_is_type(body, json_type_object))

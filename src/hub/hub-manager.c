@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <json-c/json.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -250,6 +251,8 @@ Manager *manager_free(Manager *m) {
         while (m->clients_head)
                 manager_remove_client(m, m->clients_head);
         m->clients_by_name = hub_hashmap_free(m->clients_by_name);
+        if (m->tokener)
+                json_tokener_free(m->tokener);
 
         sd_event_source_disable_unref(m->stop_source);
         sd_event_source_disable_unref(m->status_source);

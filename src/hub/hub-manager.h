@@ -63,6 +63,8 @@ struct Manager {
         size_t n_clients;
 
         ShareStore shares;
+        /* Request bodies are parsed one at a time: one tokener serves them all. */
+        struct json_tokener *tokener;
 
         sd_event_source *stop_source;
         sd_event_source *status_source;
