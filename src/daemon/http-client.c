@@ -5,6 +5,7 @@
 #include <sys/epoll.h>
 #include <time.h>
 
+#include "buffer.h"
 #include "http-client.h"
 #include "log.h"
 
@@ -71,22 +72,6 @@ struct HttpClient {
         HttpCall *free_head;
         size_t n_free;
 };
-
-static int buffer_reserve(void **buf, size_t *alloc, size_t need) {
-        size_t n;
-        void *p;
-
-        if (need <= *alloc)
-                return 0;
-        n = MAX(need, *alloc * 2);
-        n = MAX(n, (size_t) 64);
-        p = realloc(*buf, n);
-        if (!p)
-                return -ENOMEM;
-        *buf = p;
-        *alloc = n;
-        return 0;
-}
 
 /* Bodies may carry encrypted shares and signatures: wipe them before the memory is reused. */
 static void buffer_drop(void **buf, size_t *alloc, size_t used) {

@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "buffer.h"
 #include "http-server.h"
 #include "json-util.h"
 #include "log.h"
@@ -87,22 +88,6 @@ struct HttpServer {
         size_t n_connections;
         uint64_t n_accepted;
 };
-
-static int buffer_reserve(void **buf, size_t *alloc, size_t need) {
-        size_t n;
-        void *p;
-
-        if (need <= *alloc)
-                return 0;
-        n = MAX(need, *alloc * 2);
-        n = MAX(n, (size_t) 64);
-        p = realloc(*buf, n);
-        if (!p)
-                return -ENOMEM;
-        *buf = p;
-        *alloc = n;
-        return 0;
-}
 
 static void request_free(HttpRequest *r) {
         if (!r)
