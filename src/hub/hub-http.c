@@ -808,12 +808,9 @@ static json_object *pool_to_json(const Pool *p) {
         return o;
 }
 
-static int route_status(Manager *m, HttpRequest *req) {
+json_object *hub_status_json(Manager *m) {
         _cleanup_json_ json_object *o = NULL;
         json_object *clients, *shares;
-
-        if (check_query(req, (const char *const[]){NULL}))
-                return 0;
 
         o = json_object_new_object();
         clients = json_object_new_array();
@@ -821,7 +818,7 @@ static int route_status(Manager *m, HttpRequest *req) {
         if (!o || !clients || !shares) {
                 json_object_put(clients);
                 json_object_put(shares);
-                return -ENOMEM;
+                return NULL;
         }
 
         for (PeerClient *c = m->clients_head; c; c = c->next) {
@@ -854,8 +851,22 @@ static int route_status(Manager *m, HttpRequest *req) {
         (void) json_object_object_add(o, "nr_shares_delivered",
                                       json_object_new_uint64(m->shares.n_delivered));
         (void) json_object_object_add(o, "nr_shares_expired", json_object_new_uint64(m->shares.n_expired));
+        (void) json_object_object_add(o, "bus",
+                                      node_bus_ok(&m->bus) ? json_object_new_boolean(true)
+                                                           : json_object_new_string(m->bus.error ?: "not connected"));
+        return TAKE_PTR(o);
+}
 
-        return http_request_reply_json(req, 200, TAKE_PTR(o));
+static int route_status(Manager *m, HttpRequest *req) {
+        json_object *o;
+
+        if (check_query(req, (const char *const[]){NULL}))
+                return 0;
+
+        o = hub_status_json(m);
+        if (!o)
+                return -ENOMEM;
+        return http_request_reply_json(req, 200, o);
 }
 
 static int route_stop(Manager *m, HttpRequest *req) {

@@ -14,7 +14,14 @@
  *
  * Errors are JSON {"message": ..., "details": ...} with the reference's messages. */
 
+#include <json-c/json.h>
+
 #include "http-server.h"
+#include "hub-manager.h"
 
 /* The HttpHandler of the hub; userdata is the Manager. */
 int hub_http_handler(HttpRequest *req, void *userdata);
+
+/* The management status (GET .../mgmt/v1/status): names, counters and pool sizes, never PSRD.
+ * NULL when out of memory. */
+json_object *hub_status_json(Manager *m);

@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "daemon-util.h"
+#include "hub-bus.h"
 #include "hub-http.h"
 #include "hub-manager.h"
 #include "log.h"
@@ -153,6 +154,7 @@ int manager_register_client(Manager *m, const char *name, char *const *encryptor
 
         log_info("Client %s registered with %zu encryptor(s).", name, n);
         manager_notify_status(m);
+        hub_bus_client_added(m, c);
         *ret = c;
         return 0;
 }
@@ -181,6 +183,7 @@ int manager_unregister_client(Manager *m, const char *name) {
 
         n = share_store_drop_client(&m->shares, c);
         log_info("Client %s unregistered: PSRD destroyed, %zu pending share(s) dropped.", name, n);
+        hub_bus_client_removed(m, c);
         manager_remove_client(m, c);
         manager_notify_status(m);
         return 0;
@@ -245,6 +248,7 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
 
+        node_bus_done(&m->bus);
         m->server = http_server_free(m->server);
 
         share_store_done(&m->shares);
@@ -292,6 +296,7 @@ void manager_stop(Manager *m, const char *reason) {
         m->stopping = true;
 
         log_info("Stopping: %s.", reason);
+        hub_bus_state_changed(m);
 
         /* Closed before STOPPING=1 goes out: whoever sees it finds the port closed. */
         if (m->server) {
@@ -430,6 +435,9 @@ int manager_start(Manager *m, int listen_fd) {
 
         log_info("Hub %s listening on %s port %u.", m->config.name,
                  m->config.listen_address ?: HUB_DEFAULT_ADDRESS, http_server_get_port(m->server));
+
+        /* Logged and reported in the status when it fails: the hub serves HTTP regardless. */
+        (void) hub_bus_connect(m);
         return 0;
 }
 

@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include "bus-util.h"
 #include "http-server.h"
 #include "hub-conf.h"
 #include "hub-hashmap.h"
@@ -38,7 +39,8 @@ struct PeerClient {
         Pool *client_pool;
         Pool *hub_pool;
 
-        size_t n_shares; /* shares this client posted that are still stored */
+        size_t n_shares;          /* shares this client posted that are still stored */
+        uint64_t n_shares_posted; /* every share this client posted while registered here */
         uint64_t n_registrations;
 
         PeerClient *prev, *next; /* registration order (kept across re-registration) */
@@ -65,6 +67,8 @@ struct Manager {
         ShareStore shares;
         /* Request bodies are parsed one at a time: one tokener serves them all. */
         struct json_tokener *tokener;
+
+        NodeBus bus;
 
         sd_event_source *stop_source;
         sd_event_source *status_source;

@@ -111,6 +111,7 @@ int share_store_add(ShareStore *st, Share *s, uint64_t ttl_usec) {
         st->tail = s;
         st->n_shares++;
         s->master_client->n_shares++;
+        s->master_client->n_shares_posted++;
         return 0;
 }
 
