@@ -8,6 +8,7 @@
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
+#include "client-bus.h"
 #include "client-etsi.h"
 #include "client-keys.h"
 #include "client-manager.h"
@@ -58,6 +59,7 @@ Manager *manager_free(Manager *m) {
                 http_request_release(m->decommission_request);
         if (m->decommission_report)
                 json_object_put(m->decommission_report);
+        node_bus_done(&m->bus);
         for (size_t i = 0; i < m->n_hubs; i++)
                 peer_hub_free(m->hubs[i]);
         free(m->hubs);
@@ -115,10 +117,12 @@ void manager_peers_changed(Manager *m) {
         unsigned ready = manager_hubs_ready(m);
         int all = manager_is_ready(m);
 
+        client_bus_peers_changed(m);
         if (ready == m->notified_hubs_ready && all == m->notified_ready)
                 return;
         m->notified_hubs_ready = ready;
         m->notified_ready = all;
+        client_bus_ready_changed(m);
         (void) sd_notifyf(false, "STATUS=%u of %zu hubs registered and provisioned%s.", ready, m->n_hubs,
                           all ? ", all pools above their low-water mark" : "");
 }
@@ -173,6 +177,7 @@ void manager_begin_stop(Manager *m) {
                 return;
         m->stopping = true;
         log_info("Stopping.");
+        client_bus_state_changed(m);
         (void) sd_notify(false, "STOPPING=1\nSTATUS=Stopping.");
         if (m->server)
                 (void) http_server_quiesce(m->server);
@@ -262,7 +267,7 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 
 /* Management */
 
-static json_object *manager_status_json(Manager *m) {
+json_object *manager_status_json(Manager *m) {
         _cleanup_json_ json_object *o = NULL;
         json_object *encryptors, *hubs, *keys, *psrd;
 
@@ -325,6 +330,9 @@ static json_object *manager_status_json(Manager *m) {
         (void) json_object_object_add(o, "peer_hubs", hubs);
         (void) json_object_object_add(o, "keys", keys);
         (void) json_object_object_add(o, "psrd", psrd);
+        (void) json_object_object_add(o, "bus",
+                                      node_bus_ok(&m->bus) ? json_object_new_boolean(true)
+                                                           : json_object_new_string(m->bus.error ?: "not connected"));
         return TAKE_PTR(o);
 }
 
@@ -502,6 +510,9 @@ int manager_start(Manager *m, ClientConfig *config, ClientArgs *args, int listen
         log_info("Client %s listening on %s port %u with %zu hubs (k = %u).", m->config.name,
                  m->config.listen_address ?: CLIENT_DEFAULT_ADDRESS, http_server_get_port(m->server),
                  m->n_hubs, m->config.shares_required);
+
+        /* Logged and reported in the status when it fails: the client serves HTTP regardless. */
+        (void) client_bus_connect(m);
 
         for (size_t i = 0; i < m->n_hubs; i++)
                 peer_hub_start(m->hubs[i]);

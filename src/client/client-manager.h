@@ -10,6 +10,7 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
+#include "bus-util.h"
 #include "client-conf.h"
 #include "http-client.h"
 #include "http-server.h"
@@ -30,6 +31,8 @@ struct Manager {
 
         PeerHub **hubs;
         size_t n_hubs;
+
+        NodeBus bus;
 
         KeyStore *keys;
         EtsiRequest *etsi_requests; /* kept ETSI requests, waiting for hubs */
@@ -80,6 +83,10 @@ void manager_peers_changed(Manager *m);
 /* Whether every hub is registered and every pool is above its low-water mark (R19). */
 bool manager_is_ready(const Manager *m);
 unsigned manager_hubs_ready(const Manager *m);
+
+/* The management status (GET .../mgmt/v1/status and Status() on the bus): names, counters and
+ * pool sizes, never PSRD. NULL when out of memory. */
+json_object *manager_status_json(Manager *m);
 
 /* Observes every pool of every hub (the hook where persistence records PSRD changes). */
 int manager_pool_observer(Pool *p, PsrdChange change, const Block *b, size_t start, size_t size,

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "client-bus.h"
 #include "client-peer.h"
 #include "codec.h"
 #include "json-util.h"
@@ -431,8 +432,13 @@ static void peer_hub_maybe_refill(PeerHub *p, PoolOwner owner) {
         if (p->psrd_call[owner])
                 return;
         available = pool_available(pool);
-        if (available < c->low_water)
+        if (available < c->low_water) {
+                /* Once per crossing: refilling stays set until the pool is back at HighWater. A
+                 * pool that has not been filled yet after registering has not crossed anything. */
+                if (!p->refilling[owner] && p->state == PEER_HUB_READY)
+                        client_bus_pool_low(p, owner, available, c->low_water);
                 p->refilling[owner] = true;
+        }
         else if (available >= c->high_water)
                 p->refilling[owner] = false;
         if (!p->refilling[owner] && !(owner == POOL_OWNER_PEER && p->hub_reported_low))

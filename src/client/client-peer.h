@@ -41,6 +41,7 @@ struct PeerHub {
         char *url;      /* base URL, ".../hub/NAME", no trailing '/' */
         char *name;     /* from the URL until the hub names itself at registration */
         PeerHubState state;
+        PeerHubState bus_state; /* the state last signalled on the bus */
         uint64_t generation;
 
         Pool *local_pool; /* client-owned: what this client sends to the hub */
