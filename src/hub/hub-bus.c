@@ -113,13 +113,16 @@ static int property_get_empty(sd_bus *bus, const char *path, const char *interfa
         return sd_bus_message_append(reply, "s", "");
 }
 
-/* On the hub the "local" pool is the hub-owned one, the "peer" pool the client-owned one (§3.2);
+/* Flags as org.dske.Peer1.xml, shared with the client, although a registered client's name and
+ * state never change here.
+ *
+ * On the hub the "local" pool is the hub-owned one, the "peer" pool the client-owned one (§3.2);
  * SharesRelayed counts the shares this client posted. */
 static const sd_bus_vtable peer_vtable[] = {
         SD_BUS_VTABLE_START(0),
-        SD_BUS_PROPERTY("Name", "s", NULL, offsetof(PeerClient, name), SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Registered", "b", property_get_true, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("State", "s", property_get_peer_state, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Name", "s", NULL, offsetof(PeerClient, name), 0),
+        SD_BUS_PROPERTY("Registered", "b", property_get_true, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("State", "s", property_get_peer_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("LocalPoolBlocks", "u", bus_property_get_pool, offsetof(PeerClient, hub_pool), 0),
         SD_BUS_PROPERTY("LocalPoolTotalBytes", "t", bus_property_get_pool, offsetof(PeerClient, hub_pool),
                         0),
@@ -134,7 +137,7 @@ static const sd_bus_vtable peer_vtable[] = {
         SD_BUS_PROPERTY("PeerPoolAvailableBytes", "t", bus_property_get_pool,
                         offsetof(PeerClient, client_pool), 0),
         SD_BUS_PROPERTY("SharesRelayed", "t", NULL, offsetof(PeerClient, n_shares_posted), 0),
-        SD_BUS_PROPERTY("LastError", "s", property_get_empty, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("LastError", "s", property_get_empty, 0, 0),
         SD_BUS_VTABLE_END,
 };
 
