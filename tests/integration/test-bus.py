@@ -102,6 +102,45 @@ class PrivateBus:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class Monitor:
+    """busctl monitor on one name, its messages as JSON, one a line."""
+
+    def __init__(self, test, name):
+        self.test = test
+        self.name = name
+        self.path = os.path.join(test.tmpdir(), "monitor.json")
+        self.out = open(self.path, "wb")
+        self.proc = subprocess.Popen(["busctl", "--system", "--json=short", "monitor", name],
+                                     stdin=subprocess.DEVNULL, stdout=self.out, stderr=subprocess.DEVNULL)
+        test.addCleanup(self.close)
+        # Once the monitor sees a call it made, it sees everything that follows.
+        deadline = time.monotonic() + 10
+        while not any(m.get("member") == "Ping" for m in self.messages()):
+            if time.monotonic() > deadline:
+                test.fail("busctl monitor did not start")
+            test.busctl("call", name, NODE_PATH, "org.freedesktop.DBus.Peer", "Ping")
+            time.sleep(0.1)
+
+    def messages(self):
+        out = []
+        with open(self.path, "rb") as f:
+            for line in f:
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    pass  # a line still being written
+        return out
+
+    def signals(self, member):
+        return [m for m in self.messages() if m.get("type") == "signal" and m.get("member") == member]
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.out.close()
+
+
 def bus_name(role, instance):
     element = re.sub(r"[-.]", "_", instance)
     if element[0].isdigit():
@@ -342,6 +381,59 @@ class BusTests(_test_client.ClientTestCase):
         self.busctl("call", name, NODE_PATH, "org.dske.Node1", "Stop")
         self.assertEqual(hub.daemon.wait(timeout=30), 0, hub.daemon.log())
         self.assertIn("stop requested over D-Bus", hub.daemon.log())
+
+    def test_state_changes_signalled(self):
+        hub = self.start_hub("hsig")
+        name = bus_name("Hub", "hsig")
+        self.wait_for_name(name)
+        mon = Monitor(self, name)
+
+        peer = dske_test.HubPeer(dske_test.LOCALHOST, hub.port, "hsig", "carl", ["sx"])
+        peer.register()
+        peer.unregister()
+        self.busctl("call", name, NODE_PATH, "org.dske.Node1", "Stop")
+        self.assertEqual(hub.daemon.wait(timeout=30), 0, hub.daemon.log())
+        time.sleep(0.2)
+
+        added = mon.signals("InterfacesAdded")
+        removed = mon.signals("InterfacesRemoved")
+        self.assertEqual([m["payload"]["data"][0] for m in added], [self.peer_path("carl")])
+        self.assertIn("org.dske.Peer1", added[0]["payload"]["data"][1])
+        self.assertEqual([m["payload"]["data"][0] for m in removed], [self.peer_path("carl")])
+        changed = [m["payload"]["data"] for m in mon.signals("PropertiesChanged")]
+        self.assertIn(["org.dske.Node1", {"State": {"type": "s", "data": "stopping"}}, []], changed)
+
+    def test_pool_low(self):
+        config = ("[PSRD]\nBlockSize=4K\nLowWater=2K\nHighWater=6K\n"
+                  "[Keys]\nSharesRequired=2\nMaxKeysPerRequest=4\nMaxKeySize=256\nDefaultKeySize=256\n")
+        hubs = ["p1", "p2", "p3"]
+        self.start_topology(hubs=hubs, clients={"carol": ["sam"], "connie": ["sofia"]}, client_config=config)
+        carol, connie = self.clients["carol"], self.clients["connie"]
+        name = bus_name("Client", "carol")
+        self.wait_for_name(name)
+        fetched = {h["hub_name"]: h["blocks_fetched"] for h in carol.status()["peer_hubs"]}
+        mon = Monitor(self, name)
+        self.assertEqual(mon.signals("PoolLow"), [])
+
+        # 64 bytes of the local pool per key and hub: 160 keys take it under 2K at least once.
+        for _ in range(40):
+            self.key_pair(carol, "sam", connie, "sofia", number=4, post=True)
+        carol.wait_ready()
+        time.sleep(0.2)
+
+        low = [m["payload"]["data"] for m in mon.signals("PoolLow")]
+        s = {h["hub_name"]: h for h in carol.status()["peer_hubs"]}
+        self.assertTrue(low)
+        for peer, pool, available, threshold in low:
+            self.assertIn(peer, hubs)
+            self.assertEqual(pool, "local")
+            self.assertEqual(threshold, 2048)
+            self.assertLess(available, threshold)
+        for h in hubs:
+            n = sum(1 for m in low if m[0] == h)
+            # Once per crossing: every crossing started a refill, and one is not counted per key.
+            self.assertGreaterEqual(n, 1, low)
+            self.assertLessEqual(n, s[h]["blocks_fetched"] - fetched[h], low)
 
     def test_client_stop(self):
         self.hubs = {h: self.start_hub(h) for h in ("sa", "sb")}
