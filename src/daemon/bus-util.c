@@ -94,13 +94,28 @@ static int on_name_acquired(sd_bus_message *reply, void *userdata, sd_bus_error 
         return 0;
 }
 
+static int on_message(sd_bus_message *m, void *userdata, sd_bus_error *ret_error) {
+        NodeBus *b = userdata;
+
+        /* sd-bus reports the loss of the connection as this local signal; the connection stays
+         * closed (the node does not reconnect), and the status says so. */
+        if (!sd_bus_message_is_signal(m, "org.freedesktop.DBus.Local", "Disconnected"))
+                return 0;
+        log_warning("Disconnected from the system bus, continuing without D-Bus.");
+        free(b->error);
+        b->error = strdup("disconnected from the system bus");
+        return 0;
+}
+
 int node_bus_start(NodeBus *b, sd_event *event) {
         int r;
 
         if (!b->bus)
                 return -ENOTCONN;
 
-        r = sd_bus_request_name_async(b->bus, NULL, b->name, 0, on_name_acquired, b);
+        r = sd_bus_add_filter(b->bus, NULL, on_message, b);
+        if (r >= 0)
+                r = sd_bus_request_name_async(b->bus, NULL, b->name, 0, on_name_acquired, b);
         if (r >= 0)
                 r = sd_bus_attach_event(b->bus, event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0) {
