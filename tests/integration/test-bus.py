@@ -435,12 +435,60 @@ class BusTests(_test_client.ClientTestCase):
             self.assertGreaterEqual(n, 1, low)
             self.assertLessEqual(n, s[h]["blocks_fetched"] - fetched[h], low)
 
-    def test_client_stop(self):
-        self.hubs = {h: self.start_hub(h) for h in ("sa", "sb")}
-        c = self.start_client("cstop", [self.hub_url(h) for h in self.hubs], ["sid"],
-                              config="[Keys]\nSharesRequired=2\n")
+    def test_bus_goes_away(self):
+        bus = PrivateBus()
+        self.addCleanup(bus.close)
+        env = dict(os.environ, DBUS_SYSTEM_BUS_ADDRESS=bus.address)
+        hub = self.start_hub("hgone", env=env)
+        deadline = time.monotonic() + 10
+        while True:
+            code, out, err = dske_test.run_program(["busctl", "--system", "--json=short", "call",
+                                                    "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                                    "org.freedesktop.DBus", "NameHasOwner", "s", "org.dske.Hub.hgone"],
+                                                   env=env)
+            self.assertEqual(code, 0, err)
+            if json.loads(out)["data"][0]:
+                break
+            self.assertLess(time.monotonic(), deadline, hub.daemon.log())
+            time.sleep(0.05)
+        self.assertIs(hub.status()["bus"], True)
+
+        bus.proc.terminate()
+        bus.proc.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while hub.status()["bus"] is True:
+            self.assertLess(time.monotonic(), deadline, hub.daemon.log())
+            time.sleep(0.05)
+        self.assertIn("disconnected", hub.status()["bus"])
+        self.assertTrue(hub.daemon.wait_for_log(r"<4>Disconnected from the system bus"))
+
+    def test_client_signals_and_stop(self):
+        # The second hub comes up after the client: its registration is then seen on the bus.
+        port_b = dske_test.free_port()
+        self.hubs = {"sa": self.start_hub("sa")}
+        c = self.start_client("cstop", [self.hub_url("sa"), self.hub_url("sb", port_b)], ["sid"],
+                              config="[Keys]\nSharesRequired=2\n", wait_ready=False)
         name = bus_name("Client", "cstop")
         self.wait_for_name(name)
+        deadline = time.monotonic() + 30
+        while c.hub_status("sa")["state"] != "ready":
+            self.assertLess(time.monotonic(), deadline, c.daemon.log())
+            time.sleep(0.05)
+        self.assertIs(self.get(name, NODE_PATH, "org.dske.Client1", "Ready"), False)
+        self.assertIs(self.get(name, self.peer_path("sb"), "org.dske.Peer1", "Registered"), False)
+        mon = Monitor(self, name)
+        self.hubs["sb"] = self.start_hub("sb", port=port_b)
+        c.wait_ready()
+        time.sleep(0.2)
+
+        changed = [(m["path"], m["payload"]["data"]) for m in mon.signals("PropertiesChanged")]
+        states = [d[1]["State"]["data"] for path, d in changed
+                  if path == self.peer_path("sb") and d[0] == "org.dske.Peer1"]
+        self.assertEqual(states[-1], "ready", changed)
+        self.assertIn(["org.dske.Client1", {"HubsReady": {"type": "u", "data": 2}, "Ready": {"type": "b", "data": True}},
+                       []], [d for path, d in changed if path == NODE_PATH])
+        self.assertFalse([d for path, d in changed if path == self.peer_path("sa")])
+        self.assertIs(self.get(name, self.peer_path("sb"), "org.dske.Peer1", "Registered"), True)
         self.assertEqual(self.get(name, NODE_PATH, "org.dske.Node1", "Role"), "client")
         code, _, err = self.busctl("call", name, NODE_PATH, "org.dske.Node1", "Stop", user="nobody", check=False)
         self.assertNotEqual(code, 0)
