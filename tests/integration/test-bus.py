@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -378,7 +379,18 @@ class BusTests(_test_client.ClientTestCase):
         self.assertNotEqual(code, 0)
         self.assertRegex(err, r"(?i)not allowed|denied")
 
+        # A connection in progress keeps the hub in its grace period, stopping but still on the bus.
+        conn = socket.create_connection((dske_test.LOCALHOST, hub.port))
+        self.addCleanup(conn.close)
+        conn.sendall(b"GET /hub/hpol/mgmt/v1/status HTTP/1.1\r\n")
+        time.sleep(0.2)
         self.busctl("call", name, NODE_PATH, "org.dske.Node1", "Stop")
+        self.assertEqual(self.get(name, NODE_PATH, "org.dske.Node1", "State"), "stopping")
+        code, _, err = self.busctl("call", name, NODE_PATH, "org.dske.Node1", "Stop", check=False)
+        self.assertNotEqual(code, 0)
+        self.assertIn("already stopping", err)
+        conn.sendall(b"Host: x\r\n\r\n")
+        conn.close()
         self.assertEqual(hub.daemon.wait(timeout=30), 0, hub.daemon.log())
         self.assertIn("stop requested over D-Bus", hub.daemon.log())
 
