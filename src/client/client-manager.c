@@ -331,8 +331,9 @@ json_object *manager_status_json(Manager *m) {
         (void) json_object_object_add(o, "keys", keys);
         (void) json_object_object_add(o, "psrd", psrd);
         (void) json_object_object_add(o, "bus",
-                                      node_bus_ok(&m->bus) ? json_object_new_boolean(true)
-                                                           : json_object_new_string(m->bus.error ?: "not connected"));
+                                      node_bus_ok(&m->bus)
+                                              ? json_object_new_boolean(true)
+                                              : json_object_new_string(m->bus.error ?: "not connected"));
         return TAKE_PTR(o);
 }
 

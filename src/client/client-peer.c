@@ -438,8 +438,7 @@ static void peer_hub_maybe_refill(PeerHub *p, PoolOwner owner) {
                 if (!p->refilling[owner] && p->state == PEER_HUB_READY)
                         client_bus_pool_low(p, owner, available, c->low_water);
                 p->refilling[owner] = true;
-        }
-        else if (available >= c->high_water)
+        } else if (available >= c->high_water)
                 p->refilling[owner] = false;
         if (!p->refilling[owner] && !(owner == POOL_OWNER_PEER && p->hub_reported_low))
                 return;

@@ -852,8 +852,9 @@ json_object *hub_status_json(Manager *m) {
                                       json_object_new_uint64(m->shares.n_delivered));
         (void) json_object_object_add(o, "nr_shares_expired", json_object_new_uint64(m->shares.n_expired));
         (void) json_object_object_add(o, "bus",
-                                      node_bus_ok(&m->bus) ? json_object_new_boolean(true)
-                                                           : json_object_new_string(m->bus.error ?: "not connected"));
+                                      node_bus_ok(&m->bus)
+                                              ? json_object_new_boolean(true)
+                                              : json_object_new_string(m->bus.error ?: "not connected"));
         return TAKE_PTR(o);
 }
 
