@@ -28,9 +28,10 @@ int bus_name_element_from_instance(const char *instance, char **ret) {
         for (size_t i = 0; i < n; i++) {
                 char c = instance[i];
 
-                if (char_is_alnum(c) || c == '_')
+                /* '-' is allowed in a well-known name's elements; only '.' would split one. */
+                if (char_is_alnum(c) || c == '_' || c == '-')
                         s[k++] = c;
-                else if (c == '-' || c == '.')
+                else if (c == '.')
                         s[k++] = '_';
                 else
                         return -EINVAL;

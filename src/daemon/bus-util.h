@@ -23,8 +23,8 @@ typedef struct NodeBus {
         char *error; /* NULL while the bus is connected and the name owned (or being requested) */
 } NodeBus;
 
-/* Maps an instance name to a bus name element: '-' and '.' become '_', a leading digit gets a '_'
- * in front. Returns -EINVAL for names with other characters (or empty ones). */
+/* Maps an instance name to a bus name element: '.' becomes '_', a leading digit gets a '_' in
+ * front, '-' stays. Returns -EINVAL for names with other characters (or empty ones). */
 int bus_name_element_from_instance(const char *instance, char **ret);
 
 /* Opens the system bus and builds the name "<prefix>.<element>". Vtables are added to b->bus

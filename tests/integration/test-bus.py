@@ -143,7 +143,7 @@ class Monitor:
 
 
 def bus_name(role, instance):
-    element = re.sub(r"[-.]", "_", instance)
+    element = instance.replace(".", "_")
     if element[0].isdigit():
         element = "_" + element
     return f"org.dske.{role}.{element}"
@@ -245,7 +245,7 @@ class BusTests(_test_client.ClientTestCase):
     def test_names_introspection_and_status(self):
         hub = self.start_hub("1st-hub.a")
         name = bus_name("Hub", "1st-hub.a")
-        self.assertEqual(name, "org.dske.Hub._1st_hub_a")
+        self.assertEqual(name, "org.dske.Hub._1st-hub_a")
         self.wait_for_name(name)
 
         _, out, _ = self.busctl("introspect", name, NODE_PATH)

@@ -15,9 +15,9 @@ static void check_mapping(const char *instance, const char *expected) {
 
         assert_int_equal(bus_name_element_from_instance(instance, &s), 0);
         assert_string_equal(s, expected);
-        /* A bus name element: [A-Za-z0-9_]+, not starting with a digit. */
+        /* A bus name element: [A-Za-z0-9_-]+, not starting with a digit. */
         assert_false(s[0] >= '0' && s[0] <= '9');
-        assert_true(strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_") ==
+        assert_true(strspn(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
                     strlen(s));
         free(s);
 }
@@ -25,7 +25,8 @@ static void check_mapping(const char *instance, const char *expected) {
 static void test_name_mapping(void **state) {
         check_mapping("hank", "hank");
         check_mapping("Alice_2", "Alice_2");
-        check_mapping("h-1.example", "h_1_example");
+        check_mapping("h-1.example", "h-1_example");
+        check_mapping("hub-a", "hub-a");
         check_mapping("1st", "_1st");
         check_mapping("9", "_9");
 }
