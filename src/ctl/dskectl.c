@@ -4,6 +4,7 @@
 
 #include "codec.h"
 #include "ctl-bench.h"
+#include "ctl-bus.h"
 #include "ctl-http.h"
 #include "ctl-keys.h"
 #include "ctl-node.h"
@@ -43,18 +44,24 @@ static int help(void) {
                "  bench FILE                Drive key pairs through a running topology and\n"
                "                            report throughput, latency and PSRD per key\n"
                "\n"
-               "Nodes (over the management routes; NODE is a node URL such as\n"
-               "http://127.0.0.1:8100/hub/hank, or a name from --topology):\n"
-               "  status [NODE]             Show a node's registrations and PSRD pools\n"
-               "  stop [NODE]               Stop a node\n"
+               "Nodes (NODE is hub/NAME, client/NAME or NAME on the system bus; or a URL such\n"
+               "as http://127.0.0.1:8100/hub/hank, --http URL, or a name from --topology,\n"
+               "--run-dir or a running topology, over the HTTP management routes):\n"
+               "  status NODE               Show a node's state and figures\n"
+               "  peers NODE                Show a node's peers: registration, shares, errors\n"
+               "                            (system bus only)\n"
+               "  pools NODE                Show the two PSRD pools of each peer in bytes\n"
+               "                            (system bus only)\n"
+               "  stop NODE                 Stop a node and wait until it is gone\n"
                "  decommission CLIENT       Unregister a client from every hub, destroy its\n"
-               "                            PSRD and stop it\n"
+               "                            PSRD and stop it (HTTP only)\n"
                "\n"
                "Options:\n"
                "  -h --help                 Show this help\n"
                "     --version              Show the version\n"
                "     --json                 Print JSON instead of text\n"
-               "     --http URL             The node's URL, for status, stop and decommission\n"
+               "     --http URL             Use the node's HTTP management routes at URL instead\n"
+               "                            of the system bus (status, stop, decommission)\n"
                "  -t --topology FILE        The topology that names SAEs and nodes (default:\n"
                "                            the running topology that knows them)\n"
                "     --run-dir DIR          Keep a topology's state and logs in DIR (default:\n"
@@ -318,35 +325,106 @@ static int node_mgmt_base(const char *spec, NodeType required, char **ret, NodeS
         return 0;
 }
 
+static int node_wait_exit(const NodeState *process) {
+        int r;
+
+        r = node_state_wait_exit(process, NODE_EXIT_TIMEOUT_MS);
+        if (r == -ETIMEDOUT)
+                return log_error_errno(r, "%s %s (pid %d) is still running after %d s.",
+                                       node_type_to_string(process->type), process->name, (int) process->pid,
+                                       NODE_EXIT_TIMEOUT_MS / 1000);
+        if (r < 0)
+                return log_error_errno(r, "Failed to wait for pid %d: %m", (int) process->pid);
+        if (!arg_json)
+                printf("%s %s (pid %d) has exited.\n", node_type_to_string(process->type), process->name,
+                       (int) process->pid);
+        return 0;
+}
+
+/* Whether a bare node name belongs to a running topology; asked quietly, since the name is only
+ * looked for there when it is not on the bus. */
+static bool node_in_running_topology(const char *spec) {
+        _cleanup_free_ char *found = NULL;
+        TopologyRunOptions o = run_options();
+        const char *names[] = {spec, NULL};
+        int saved = log_get_max_level(), r;
+
+        log_set_max_level(LOG_CRIT);
+        r = topology_discover(&o, names, &found);
+        log_set_max_level(saved);
+        return r >= 0;
+}
+
+/* Where a node command goes, first match wins: --http URL or a URL as NODE → that node's HTTP
+ * management routes; --topology FILE or --run-dir DIR → HTTP, the node looked up in that topology;
+ * hub/NAME or client/NAME → the system bus; a bare NAME → the system bus when a hub or client of
+ * that name is on it, else a running topology that knows NAME, else an error. */
+static int verb_node_bus(const char *spec, BusCommand command, bool *ret_fallback) {
+        _cleanup_(sd_bus_flush_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_free_ char *name = NULL;
+        bool bare = !bus_node_has_role(spec);
+        int r;
+
+        *ret_fallback = false;
+        r = sd_bus_open_system(&bus);
+        if (r < 0) {
+                if (bare && node_in_running_topology(spec)) {
+                        *ret_fallback = true;
+                        return 0;
+                }
+                return log_error_errno(r, "Failed to connect to the system bus: %m");
+        }
+        (void) sd_bus_set_description(bus, "dskectl");
+
+        r = bus_node_resolve(bus, spec, &name);
+        if (r == -ENXIO) {
+                if (bare && node_in_running_topology(spec)) {
+                        *ret_fallback = true;
+                        return 0;
+                }
+                return bus_node_log_not_running(spec);
+        }
+        if (r < 0)
+                return r;
+        return bus_node_run(bus, name, command, arg_json, NODE_EXIT_TIMEOUT_MS * 1000ull);
+}
+
 static int verb_node(Ctl *ctl, int argc, char *argv[]) {
         _cleanup_free_ char *base = NULL;
         NodeState process = {};
-        NodeAction action = streq(argv[0], "status") ? NODE_ACTION_STATUS
-                            : streq(argv[0], "stop") ? NODE_ACTION_STOP
-                                                     : NODE_ACTION_DECOMMISSION;
+        const char *spec = argc > 1 ? argv[1] : NULL;
+        BusCommand command = bus_command_from_string(argv[0]);
+        NodeAction action = streq(argv[0], "stop")           ? NODE_ACTION_STOP
+                            : streq(argv[0], "decommission") ? NODE_ACTION_DECOMMISSION
+                                                             : NODE_ACTION_STATUS;
+        bool over_http = arg_http || arg_topology || arg_run_dir || !spec || startswith(spec, "http://") ||
+                         startswith(spec, "https://");
         int r;
 
-        r = node_mgmt_base(argc > 1 ? argv[1] : NULL,
-                           action == NODE_ACTION_DECOMMISSION ? NODE_CLIENT : _NODE_TYPE_INVALID, &base,
-                           &process);
+        if (command >= 0 && !over_http) {
+                bool fallback;
+
+                r = verb_node_bus(spec, command, &fallback);
+                if (r < 0 || !fallback)
+                        return r;
+        }
+        if (command == BUS_COMMAND_PEERS || command == BUS_COMMAND_POOLS)
+                return log_error_errno(
+                        -EOPNOTSUPP,
+                        "\"%s\" reads the node's objects on the system bus; without --http, "
+                        "--topology or --run-dir, give the node as hub/NAME, client/NAME or NAME.",
+                        argv[0]);
+
+        r = node_mgmt_base(spec, action == NODE_ACTION_DECOMMISSION ? NODE_CLIENT : _NODE_TYPE_INVALID,
+                           &base, &process);
         if (r >= 0 && action == NODE_ACTION_DECOMMISSION && !strstr(base, "/client/"))
                 r = log_error_errno(-EINVAL, "Only clients can be decommissioned: %s", base);
         if (r >= 0)
                 r = node_action(ctl, base, action, arg_json);
 
         /* A node of a running topology: report when it is really gone. */
-        if (r >= 0 && action != NODE_ACTION_STATUS && process.pid > 0) {
-                r = node_state_wait_exit(&process, NODE_EXIT_TIMEOUT_MS);
-                if (r == -ETIMEDOUT)
-                        r = log_error_errno(r, "%s %s (pid %d) is still running after %d s.",
-                                            node_type_to_string(process.type), process.name,
-                                            (int) process.pid, NODE_EXIT_TIMEOUT_MS / 1000);
-                else if (r < 0)
-                        r = log_error_errno(r, "Failed to wait for pid %d: %m", (int) process.pid);
-                else if (!arg_json)
-                        printf("%s %s (pid %d) has exited.\n", node_type_to_string(process.type),
-                               process.name, (int) process.pid);
-        }
+        if (r >= 0 && action != NODE_ACTION_STATUS && process.pid > 0)
+                r = node_wait_exit(&process);
         free(process.name);
         return r;
 }
@@ -378,11 +456,11 @@ typedef struct Verb {
         int (*run)(Ctl *ctl, int argc, char *argv[]);
 } Verb;
 
-/* Node commands take NODE over HTTP today; the D-Bus transport will select itself here when no
- * URL is given, with "peers" and "pools" beside "status". */
+/* Node commands pick their transport in verb_node(). */
 static const Verb verbs[] = {
         {"topology", 2, 2, verb_topology}, {"get-key-pair", 2, 2, verb_get_key_pair},
         {"bench", 1, 1, verb_bench},       {"status", 0, 1, verb_node},
+        {"peers", 0, 1, verb_node},        {"pools", 0, 1, verb_node},
         {"stop", 0, 1, verb_node},         {"decommission", 0, 1, verb_node},
 };
 
