@@ -63,7 +63,8 @@ check() {
 
 # Commands and their actions.
 check "topology" 1 dskectl to
-check "topology,get-key-pair,bench,status,stop,decommission,help" 1 dskectl ""
+check "topology,get-key-pair,bench,status,peers,pools,stop,decommission,help" 1 dskectl ""
+check "peers,pools" 1 dskectl p
 check "status,stop" 1 dskectl st
 check "up,down,status" 2 dskectl topology ""
 check "down" 3 dskectl --json topology d
@@ -74,6 +75,8 @@ check "--concurrency" 3 dskectl bench "$example" --con
 check "--topology,--timeout" 1 dskectl --t
 check "--timeout" 2 dskectl topology --t
 check "--http,--help" 2 dskectl status --h
+check "--http,--help" 2 dskectl peers --h
+check "--help,--json,--run-dir,--base-port,--http,--topology" 3 dskectl --json pools --
 check "--size" 2 dskectl get-key-pair --s
 check "" 2 dskectl -- -x
 
@@ -99,6 +102,9 @@ check "" 2 dskectl get-key-pair ""
 check "hank,helen,hilary,holly,hugo,carol,celia,cindy,connie,curtis" 4 \
         dskectl status --topology "$example" ""
 check "hank,helen,hilary,holly,hugo" 4 dskectl stop -t "$example" h
+check "hank,helen,hilary,holly,hugo" 4 dskectl peers -t "$example" h
+check "" 4 dskectl pools --http http://127.0.0.1:8100/hub/hank ""
+check "h1,hub/both,client/both,alpha" 3 dskectl --topology=odd.ini pools ""
 check "carol,celia,cindy,connie,curtis" 4 dskectl decommission --topology "$example" ""
 check "" 6 dskectl decommission --topology "$example" --http http://127.0.0.1:8105/client/carol ""
 check "" 4 dskectl get-key-pair --topology missing.ini ""
