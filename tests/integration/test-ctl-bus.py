@@ -208,8 +208,8 @@ class CtlBusTests(_test_client.ClientTestCase):
         self.assertIn("is not a node name", err)
 
         hubs = [self.start_hub("twin"), self.start_hub("other")]
-        self.start_client("twin", [f"http://{dske_test.LOCALHOST}:{h.port}/hub/{h.name}" for h in hubs], ["sue"],
-                          config="[Keys]\nSharesRequired=2\n")
+        urls = [f"http://{dske_test.LOCALHOST}:{h.port}/hub/{h.name}" for h in hubs]
+        self.start_client("twin", urls, ["sue"], config="[Keys]\nSharesRequired=2\n")
         self.wait_for_name(bus_name("Hub", "twin"))
         self.wait_for_name(bus_name("Client", "twin"))
         code, _, err = self.ctl("status", "twin")
