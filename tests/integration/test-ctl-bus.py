@@ -57,14 +57,18 @@ class CtlBusTests(_test_client.ClientTestCase):
     busctl = _test_bus.BusTests.busctl
     wait_for_name = _test_bus.BusTests.wait_for_name
 
-    def ctl(self, *args, user=None):
-        # An empty run directory keeps any topology running on this machine out of the lookup.
-        env = dict(os.environ, XDG_RUNTIME_DIR=self.tmpdir())
-        argv = ([] if user is None else NOBODY) + [self.dskectl, *args]
-        return dske_test.run_program(argv, env=env)
+    def setUp(self):
+        super().setUp()
+        # A run directory of its own keeps any topology running on this machine out of the lookup.
+        self.runtime_dir = self.tmpdir()
 
-    def ctl_ok(self, *args, user=None):
-        code, out, err = self.ctl(*args, user=user)
+    def ctl(self, *args, user=None, env=None):
+        env = dict(os.environ, XDG_RUNTIME_DIR=self.runtime_dir, **(env or {}))
+        argv = ([] if user is None else NOBODY) + [self.dskectl, *args]
+        return dske_test.run_program(argv, env=env, timeout=60.0)
+
+    def ctl_ok(self, *args, user=None, env=None):
+        code, out, err = self.ctl(*args, user=user, env=env)
         self.assertEqual(code, 0, f"dskectl {args}: {err}")
         return out
 
@@ -216,6 +220,30 @@ class CtlBusTests(_test_client.ClientTestCase):
         self.assertEqual(code, 1)
         self.assertIn("Both a hub and a client named twin are on the system bus", err)
         self.assertEqual(self.ctl_json("status", "client/twin")["name"], "twin")
+
+    def test_bare_name_in_running_topology(self):
+        # Nodes of a local topology that reach no bus: a bare name not on the bus is looked up in
+        # the running topology, over HTTP.
+        path = os.path.join(self.tmpdir(), "fallback.ini")
+        with open(path, "w") as f:
+            f.write("[Hub fb1]\n")
+        nobus = {"DBUS_SYSTEM_BUS_ADDRESS": "unix:path=" + os.path.join(self.runtime_dir, "no-bus")}
+        self.ctl_ok("topology", "up", path, "--base-port", str(dske_test.free_port()), env=nobus)
+        self.addCleanup(self.ctl, "topology", "down", path, env=nobus)
+
+        out = self.ctl_ok("status", "fb1")
+        self.assertIn("Hub fb1: 0 clients registered", out)
+        code, _, err = self.ctl("status", "hub/fb1")
+        self.assertEqual(code, 1)
+        self.assertIn(f"Node fb1 is not running on the system bus ({bus_name('Hub', 'fb1')})", err)
+        code, _, err = self.ctl("pools", "fb1")
+        self.assertEqual(code, 1)
+        self.assertIn("\"pools\" reads the node's objects on the system bus", err)
+
+        out = self.ctl_ok("stop", "fb1")
+        self.assertRegex(out, r"hub fb1 \(pid \d+\) has exited\.")
+        code, _, err = self.ctl("status", "fb1")
+        self.assertEqual(code, 1)
 
 
 if __name__ == "__main__":
