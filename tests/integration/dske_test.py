@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shutil
+import random
 import signal
 import socket
 import struct
@@ -76,11 +77,36 @@ def non_loopback_ipv4():
     return None
 
 
-def free_port(host=LOCALHOST):
-    """A TCP port on host that was free a moment ago (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+def _ephemeral_low():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port(host=LOCALHOST, n=1, attempts=500):
+    """The first of n consecutive TCP ports on host that were all free a moment ago.
+
+    The ports are drawn at random below the kernel's ephemeral range: a port the kernel hands out
+    would soon be the local port of some outgoing connection of a test running in parallel, and
+    the daemon meant to listen on it would then fail to bind."""
+    high = _ephemeral_low() - n
+    for _ in range(attempts):
+        base = random.randint(10000, high)
+        socks = []
+        try:
+            for p in range(base, base + n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind((host, p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no {n} consecutive free ports on {host}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,25 +41,9 @@ Encryptors=sofia
 SMALL_NODES = [("hub", "h1"), ("hub", "h2"), ("hub", "h3"), ("client", "alpha"), ("client", "bravo")]
 
 
-def free_port_range(n, host=dske_test.LOCALHOST, attempts=200):
+def free_port_range(n, host=dske_test.LOCALHOST):
     """The first of n consecutive TCP ports on host that were all free a moment ago."""
-    for _ in range(attempts):
-        base = dske_test.free_port(host)
-        if base + n > 65535:
-            continue
-        socks = []
-        try:
-            for p in range(base, base + n):
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                socks.append(s)
-                s.bind((host, p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError(f"no {n} consecutive free ports on {host}")
+    return dske_test.free_port(host, n)
 
 
 def process_alive(pid):
