@@ -737,6 +737,8 @@ json_object *peer_hub_status_json(const PeerHub *p) {
         o = json_object_new_object();
         if (!o)
                 return NULL;
+        /* "name" is the configured one, known before the hub has confirmed it at registration. */
+        (void) json_object_object_add(o, "name", json_object_new_string(p->name));
         (void) json_object_object_add(o, "hub_name", registered ? json_object_new_string(p->name) : NULL);
         (void) json_object_object_add(o, "url", json_object_new_string(p->url));
         (void) json_object_object_add(o, "share_index", json_object_new_int((int) p->index));

@@ -825,12 +825,13 @@ json_object *hub_status_json(Manager *m) {
                 json_object *names = json_object_new_array();
                 for (size_t i = 0; i < c->n_encryptor_names; i++)
                         (void) json_object_array_add(names, json_object_new_string(c->encryptor_names[i]));
-                (void) json_object_array_add(clients,
-                                             details_new("client_name", json_object_new_string(c->name),
-                                                         "encryptor_names", names, "local_pool",
-                                                         pool_to_json(c->hub_pool), "peer_pool",
-                                                         pool_to_json(c->client_pool), "nr_shares_posted",
-                                                         json_object_new_uint64(c->n_shares)));
+                (void) json_object_array_add(
+                        clients,
+                        details_new("client_name", json_object_new_string(c->name), "encryptor_names", names,
+                                    "local_pool", pool_to_json(c->hub_pool), "peer_pool",
+                                    pool_to_json(c->client_pool), "nr_shares_posted",
+                                    json_object_new_uint64(c->n_shares), "nr_shares_relayed",
+                                    json_object_new_uint64(c->n_shares_posted)));
         }
 
         for (Share *s = m->shares.head; s; s = s->next)
