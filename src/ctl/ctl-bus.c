@@ -8,6 +8,7 @@
 #include "bus-util.h"
 #include "ctl-bus.h"
 #include "ctl-http.h"
+#include "ctl-peers.h"
 #include "ctl-util.h"
 #include "json-util.h"
 #include "log.h"
@@ -289,21 +290,6 @@ static int peers_get(sd_bus *bus, const char *name, json_object **ret) {
         return 0;
 }
 
-static uint64_t member_u64(json_object *o, const char *key) {
-        json_object *v;
-
-        if (!json_object_object_get_ex(o, key, &v))
-                return 0;
-        int64_t i = json_object_get_int64(v);
-        return i > 0 ? (uint64_t) i : 0;
-}
-
-static bool member_bool(json_object *o, const char *key) {
-        json_object *v;
-
-        return json_object_object_get_ex(o, key, &v) && json_object_get_boolean(v);
-}
-
 static void properties_print(json_object *props) {
         json_object_object_foreach (props, key, v) {
                 if (json_object_is_type(v, json_type_boolean))
@@ -353,160 +339,80 @@ static int command_status(sd_bus *bus, const char *name, bool json) {
         return 0;
 }
 
-static int command_peers(sd_bus *bus, const char *name, bool json) {
-        _cleanup_json_ json_object *peers = NULL, *out = NULL;
-        int r;
+static uint64_t member_u64(json_object *o, const char *key) {
+        json_object *v;
 
-        r = peers_get(bus, name, &peers);
-        if (r < 0)
-                return r;
-
-        size_t n = json_object_array_length(peers);
-        if (json) {
-                out = json_object_new_array();
-                if (!out)
-                        return log_oom();
-                for (size_t i = 0; i < n; i++) {
-                        json_object *p = json_object_array_get_idx(peers, i);
-                        json_object *o = json_object_new_object();
-
-                        if (!o || json_object_array_add(out, o) < 0) {
-                                json_object_put(o);
-                                return log_oom();
-                        }
-                        if (json_object_object_add(o, "name",
-                                                   json_object_new_string(strempty(
-                                                           json_get_string_member(p, "Name")))) < 0 ||
-                            json_object_object_add(o, "registered",
-                                                   json_object_new_boolean(member_bool(p, "Registered"))) <
-                                    0 ||
-                            json_object_object_add(o, "state",
-                                                   json_object_new_string(strempty(
-                                                           json_get_string_member(p, "State")))) < 0 ||
-                            json_object_object_add(
-                                    o, "shares_relayed",
-                                    json_object_new_int64((int64_t) member_u64(p, "SharesRelayed"))) < 0 ||
-                            json_object_object_add(o, "last_error",
-                                                   json_object_new_string(strempty(
-                                                           json_get_string_member(p, "LastError")))) < 0)
-                                return log_oom();
-                }
-                json_print(out);
+        if (!json_object_object_get_ex(o, key, &v))
                 return 0;
-        }
-
-        if (n == 0) {
-                printf("No peers.\n");
-                return 0;
-        }
-        printf("%-24s %-10s %-13s %14s  %s\n", "PEER", "REGISTERED", "STATE", "SHARES RELAYED",
-               "LAST ERROR");
-        for (size_t i = 0; i < n; i++) {
-                json_object *p = json_object_array_get_idx(peers, i);
-                const char *e = json_get_string_member(p, "LastError");
-
-                printf("%-24s %-10s %-13s %14" PRIu64 "  %s\n", strna(json_get_string_member(p, "Name")),
-                       member_bool(p, "Registered") ? "yes" : "no",
-                       strna(json_get_string_member(p, "State")), member_u64(p, "SharesRelayed"),
-                       isempty(e) ? "-" : e);
-        }
-        return 0;
+        int64_t i = json_object_get_int64(v);
+        return i > 0 ? (uint64_t) i : 0;
 }
 
-static json_object *pool_json(json_object *p, const char *prefix) {
-        static const struct {
-                const char *property, *key;
-        } fields[] = {
-                {"Blocks", "blocks"},
-                {"TotalBytes", "total_bytes"},
-                {"UsedBytes", "used_bytes"},
-                {"AvailableBytes", "available_bytes"},
-        };
-        _cleanup_json_ json_object *o = json_object_new_object();
+static bool member_bool(json_object *o, const char *key) {
+        json_object *v;
 
-        if (!o)
-                return NULL;
-        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
-                char property[64];
-
-                (void) snprintf(property, sizeof(property), "%sPool%s", prefix, fields[i].property);
-                if (json_object_object_add(o, fields[i].key,
-                                           json_object_new_int64((int64_t) member_u64(p, property))) < 0)
-                        return NULL;
-        }
-        return TAKE_PTR(o);
+        return json_object_object_get_ex(o, key, &v) && json_object_get_boolean(v);
 }
 
-static void pool_row(json_object *p, const char *prefix, const char *label) {
+static PeerPoolInfo pool_from_properties(json_object *p, const char *prefix) {
         char property[4][64];
         static const char *const suffix[] = {"Blocks", "TotalBytes", "UsedBytes", "AvailableBytes"};
 
         for (size_t i = 0; i < ELEMENTSOF(suffix); i++)
                 (void) snprintf(property[i], sizeof(property[i]), "%sPool%s", prefix, suffix[i]);
-        printf("  %-8s %8" PRIu64 " %14" PRIu64 " %14" PRIu64 " %14" PRIu64 "\n", label,
-               member_u64(p, property[0]), member_u64(p, property[1]), member_u64(p, property[2]),
-               member_u64(p, property[3]));
+        return (PeerPoolInfo){
+                .blocks = member_u64(p, property[0]),
+                .total_bytes = member_u64(p, property[1]),
+                .used_bytes = member_u64(p, property[2]),
+                .available_bytes = member_u64(p, property[3]),
+        };
 }
 
-static int command_pools(sd_bus *bus, const char *name, bool json) {
-        _cleanup_json_ json_object *peers = NULL, *out = NULL;
+/* The org.dske.Peer1 objects as PeerInfo, sorted by name. */
+static int peer_infos_get(sd_bus *bus, const char *name, PeerInfo **ret, size_t *ret_n) {
+        _cleanup_json_ json_object *objects = NULL;
+        PeerInfo *peers = NULL;
+        size_t n = 0;
         int r;
 
-        r = peers_get(bus, name, &peers);
+        r = peers_get(bus, name, &objects);
         if (r < 0)
                 return r;
+        for (size_t i = 0; i < json_object_array_length(objects); i++) {
+                json_object *o = json_object_array_get_idx(objects, i);
+                PeerInfo p = {
+                        .name = (char *) json_get_string_member(o, "Name"),
+                        .registered = member_bool(o, "Registered"),
+                        .state = (char *) json_get_string_member(o, "State"),
+                        .shares_relayed = member_u64(o, "SharesRelayed"),
+                        .last_error = (char *) json_get_string_member(o, "LastError"),
+                        .local_pool = pool_from_properties(o, "Local"),
+                        .peer_pool = pool_from_properties(o, "Peer"),
+                };
 
-        size_t n = json_object_array_length(peers);
-        if (json) {
-                out = json_object_new_array();
-                if (!out)
+                if (peer_infos_add(&peers, &n, &p) < 0) {
+                        peer_infos_free(peers, n);
                         return log_oom();
-                for (size_t i = 0; i < n; i++) {
-                        json_object *p = json_object_array_get_idx(peers, i);
-                        json_object *o = json_object_new_object();
-
-                        if (!o || json_object_array_add(out, o) < 0) {
-                                json_object_put(o);
-                                return log_oom();
-                        }
-                        if (json_object_object_add(
-                                    o, "name",
-                                    json_object_new_string(strempty(json_get_string_member(p, "Name")))) < 0)
-                                return log_oom();
-                        json_object *local = pool_json(p, "Local"), *peer = pool_json(p, "Peer");
-                        if (!local || !peer) {
-                                json_object_put(local);
-                                json_object_put(peer);
-                                return log_oom();
-                        }
-                        if (json_object_object_add(o, "local_pool", local) < 0) {
-                                json_object_put(local);
-                                json_object_put(peer);
-                                return log_oom();
-                        }
-                        if (json_object_object_add(o, "peer_pool", peer) < 0) {
-                                json_object_put(peer);
-                                return log_oom();
-                        }
                 }
-                json_print(out);
-                return 0;
         }
-
-        if (n == 0) {
-                printf("No peers.\n");
-                return 0;
-        }
-        for (size_t i = 0; i < n; i++) {
-                json_object *p = json_object_array_get_idx(peers, i);
-
-                printf("%sPeer %s (%s)\n", i > 0 ? "\n" : "", strna(json_get_string_member(p, "Name")),
-                       strna(json_get_string_member(p, "State")));
-                printf("  %-8s %8s %14s %14s %14s\n", "POOL", "BLOCKS", "TOTAL", "USED", "AVAILABLE");
-                pool_row(p, "Local", "local");
-                pool_row(p, "Peer", "peer");
-        }
+        peer_infos_sort(peers, n);
+        *ret = peers;
+        *ret_n = n;
         return 0;
+}
+
+static int command_peers_or_pools(sd_bus *bus, const char *name, BusCommand command, bool json) {
+        PeerInfo *peers = NULL;
+        size_t n = 0;
+        int r;
+
+        r = peer_infos_get(bus, name, &peers, &n);
+        if (r < 0)
+                return r;
+        r = command == BUS_COMMAND_POOLS ? peer_infos_print_pools(peers, n, json)
+                                         : peer_infos_print_peers(peers, n, json);
+        peer_infos_free(peers, n);
+        return r;
 }
 
 static uint64_t now_usec(void) {
@@ -560,9 +466,8 @@ int bus_node_run(sd_bus *bus, const char *name, BusCommand command, bool json, u
         case BUS_COMMAND_STATUS:
                 return command_status(bus, name, json);
         case BUS_COMMAND_PEERS:
-                return command_peers(bus, name, json);
         case BUS_COMMAND_POOLS:
-                return command_pools(bus, name, json);
+                return command_peers_or_pools(bus, name, command, json);
         case BUS_COMMAND_STOP:
                 return command_stop(bus, name, json, timeout_usec);
         default:

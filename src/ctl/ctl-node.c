@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "ctl-node.h"
+#include "ctl-peers.h"
 #include "ctl-util.h"
 #include "json-util.h"
 #include "log.h"
@@ -11,6 +12,8 @@ static const char *const action_route[_NODE_ACTION_MAX] = {
         [NODE_ACTION_STATUS] = "status",
         [NODE_ACTION_STOP] = "stop",
         [NODE_ACTION_DECOMMISSION] = "decommission",
+        [NODE_ACTION_PEERS] = "status",
+        [NODE_ACTION_POOLS] = "status",
 };
 
 int node_mgmt_base_from_url(const char *url, char **ret) {
@@ -137,7 +140,7 @@ void node_status_print(json_object *st) {
 int node_action(Ctl *ctl, const char *mgmt_base, NodeAction action, bool json) {
         _cleanup_json_ json_object *o = NULL;
         CtlCall call = {
-                .method = action == NODE_ACTION_STATUS ? "GET" : "POST",
+                .method = streq(action_route[action], "status") ? "GET" : "POST",
                 .timeout_ms = action == NODE_ACTION_DECOMMISSION ? 30000 : 5000,
         };
         int r;
@@ -158,6 +161,21 @@ int node_action(Ctl *ctl, const char *mgmt_base, NodeAction action, bool json) {
         ctl_call_done(&call);
         if (r < 0)
                 return r;
+
+        if (action == NODE_ACTION_PEERS || action == NODE_ACTION_POOLS) {
+                PeerInfo *peers = NULL;
+                size_t n = 0;
+
+                r = o ? peer_infos_from_status(o, &peers, &n) : -EBADMSG;
+                if (r == -ENOMEM)
+                        return log_oom();
+                if (r < 0)
+                        return log_error_errno(r, "The status of %s lists no peers.", mgmt_base);
+                r = action == NODE_ACTION_POOLS ? peer_infos_print_pools(peers, n, json)
+                                                : peer_infos_print_peers(peers, n, json);
+                peer_infos_free(peers, n);
+                return r;
+        }
 
         if (json) {
                 if (o)

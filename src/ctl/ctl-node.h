@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* One node's management routes over HTTP: GET .../mgmt/v1/status, POST .../mgmt/v1/stop and, for
- * clients, POST .../mgmt/v1/decommission. */
+/* One node's management routes over HTTP: GET .../mgmt/v1/status (also read for peers and pools),
+ * POST .../mgmt/v1/stop and, for clients, POST .../mgmt/v1/decommission. */
 
 #include <stdbool.h>
 
@@ -12,6 +12,8 @@ typedef enum NodeAction {
         NODE_ACTION_STATUS,
         NODE_ACTION_STOP,
         NODE_ACTION_DECOMMISSION,
+        NODE_ACTION_PEERS, /* the status, shown as "dskectl peers" shows peers */
+        NODE_ACTION_POOLS,
         _NODE_ACTION_MAX,
         _NODE_ACTION_INVALID = -EINVAL,
 } NodeAction;

@@ -49,9 +49,7 @@ static int help(void) {
                "--run-dir or a running topology, over the HTTP management routes):\n"
                "  status NODE               Show a node's state and figures\n"
                "  peers NODE                Show a node's peers: registration, shares, errors\n"
-               "                            (system bus only)\n"
                "  pools NODE                Show the two PSRD pools of each peer in bytes\n"
-               "                            (system bus only)\n"
                "  stop NODE                 Stop a node and wait until it is gone\n"
                "  decommission CLIENT       Unregister a client from every hub, destroy its\n"
                "                            PSRD and stop it (HTTP only)\n"
@@ -61,7 +59,8 @@ static int help(void) {
                "     --version              Show the version\n"
                "     --json                 Print JSON instead of text\n"
                "     --http URL             Use the node's HTTP management routes at URL instead\n"
-               "                            of the system bus (status, stop, decommission)\n"
+               "                            of the system bus (status, peers, pools, stop,\n"
+               "                            decommission)\n"
                "  -t --topology FILE        The topology that names SAEs and nodes (default:\n"
                "                            the running topology that knows them)\n"
                "     --run-dir DIR          Keep a topology's state and logs in DIR (default:\n"
@@ -396,6 +395,8 @@ static int verb_node(Ctl *ctl, int argc, char *argv[]) {
         BusCommand command = bus_command_from_string(argv[0]);
         NodeAction action = streq(argv[0], "stop")           ? NODE_ACTION_STOP
                             : streq(argv[0], "decommission") ? NODE_ACTION_DECOMMISSION
+                            : streq(argv[0], "peers")        ? NODE_ACTION_PEERS
+                            : streq(argv[0], "pools")        ? NODE_ACTION_POOLS
                                                              : NODE_ACTION_STATUS;
         bool over_http = arg_http || arg_topology || arg_run_dir || !spec || startswith(spec, "http://") ||
                          startswith(spec, "https://");
@@ -408,12 +409,6 @@ static int verb_node(Ctl *ctl, int argc, char *argv[]) {
                 if (r < 0 || !fallback)
                         return r;
         }
-        if (command == BUS_COMMAND_PEERS || command == BUS_COMMAND_POOLS)
-                return log_error_errno(
-                        -EOPNOTSUPP,
-                        "\"%s\" reads the node's objects on the system bus; without --http, "
-                        "--topology or --run-dir, give the node as hub/NAME, client/NAME or NAME.",
-                        argv[0]);
 
         r = node_mgmt_base(spec, action == NODE_ACTION_DECOMMISSION ? NODE_CLIENT : _NODE_TYPE_INVALID,
                            &base, &process);
@@ -423,7 +418,7 @@ static int verb_node(Ctl *ctl, int argc, char *argv[]) {
                 r = node_action(ctl, base, action, arg_json);
 
         /* A node of a running topology: report when it is really gone. */
-        if (r >= 0 && action != NODE_ACTION_STATUS && process.pid > 0)
+        if (r >= 0 && (action == NODE_ACTION_STOP || action == NODE_ACTION_DECOMMISSION) && process.pid > 0)
                 r = node_wait_exit(&process);
         free(process.name);
         return r;
