@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 #pragma once
 
-/* A node's management over the system bus (org.dske.Node1 and friends, the XML files in dbus/): status, peers,
- * pools and stop, with synchronous calls. */
+/* A node's management over the system bus (org.dske.Node1 and friends, the XML files in dbus/): status,
+ * peers, pools and stop, with synchronous calls. */
 
 #include <stdbool.h>
 #include <systemd/sd-bus.h>
