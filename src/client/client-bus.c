@@ -20,32 +20,20 @@ static int property_get_role(sd_bus *bus, const char *path, const char *interfac
         return sd_bus_message_append(reply, "s", "client");
 }
 
-static int property_get_version(sd_bus *bus, const char *path, const char *interface, const char *property,
-                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        return sd_bus_message_append(reply, "s", PACKAGE_VERSION);
-}
-
 static int property_get_state(sd_bus *bus, const char *path, const char *interface, const char *property,
                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
         Manager *m = userdata;
 
-        return sd_bus_message_append(reply, "s",
-                                     m->stopping ? "stopping"
-                                     : m->server ? "running"
-                                                 : "starting");
+        return bus_append_node_state(reply, m->stopping, m->server);
 }
 
 static int property_get_listen_address(sd_bus *bus, const char *path, const char *interface,
                                        const char *property, sd_bus_message *reply, void *userdata,
                                        sd_bus_error *error) {
         Manager *m = userdata;
-        const char *a = m->config.listen_address ?: CLIENT_DEFAULT_ADDRESS;
-        unsigned port = m->server ? http_server_get_port(m->server) : m->config.port;
-        _cleanup_free_ char *s = NULL;
 
-        if (asprintf(&s, strchr(a, ':') ? "[%s]:%u" : "%s:%u", a, port) < 0)
-                return -ENOMEM;
-        return sd_bus_message_append(reply, "s", s);
+        return bus_append_listen_address(reply, m->config.listen_address ?: CLIENT_DEFAULT_ADDRESS,
+                                         m->server ? http_server_get_port(m->server) : m->config.port);
 }
 
 static int method_stop(sd_bus_message *msg, void *userdata, sd_bus_error *error) {
@@ -72,7 +60,7 @@ static const sd_bus_vtable node_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Name", "s", NULL, offsetof(Manager, config.name), SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Role", "s", property_get_role, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        SD_BUS_PROPERTY("Version", "s", property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Version", "s", bus_property_get_version, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("State", "s", property_get_state, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("ListenAddress", "s", property_get_listen_address, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_METHOD("Stop", NULL, NULL, method_stop, SD_BUS_VTABLE_UNPRIVILEGED),

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -159,4 +160,21 @@ int bus_property_get_pool(sd_bus *bus, const char *path, const char *interface, 
                 return sd_bus_message_append(reply, "t", st.available_bytes);
 #undef ENDS_WITH
         return -EINVAL;
+}
+
+int bus_property_get_version(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        return sd_bus_message_append(reply, "s", PACKAGE_VERSION);
+}
+
+int bus_append_node_state(sd_bus_message *reply, bool stopping, bool listening) {
+        return sd_bus_message_append(reply, "s", stopping ? "stopping" : listening ? "running" : "starting");
+}
+
+int bus_append_listen_address(sd_bus_message *reply, const char *address, unsigned port) {
+        _cleanup_free_ char *s = NULL;
+
+        if (asprintf(&s, strchr(address, ':') ? "[%s]:%u" : "%s:%u", address, port) < 0)
+                return -ENOMEM;
+        return sd_bus_message_append(reply, "s", s);
 }

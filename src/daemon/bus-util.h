@@ -41,5 +41,12 @@ void node_bus_done(NodeBus *b);
 int bus_property_get_pool(sd_bus *bus, const char *path, const char *interface, const char *property,
                           sd_bus_message *reply, void *userdata, sd_bus_error *error);
 
+/* What org.dske.Node1 says the same way for both roles: Version, State ("starting" until the node
+ * listens, "running", "stopping") and ListenAddress ("ADDRESS:PORT", IPv6 in brackets). */
+int bus_property_get_version(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error);
+int bus_append_node_state(sd_bus_message *reply, bool stopping, bool listening);
+int bus_append_listen_address(sd_bus_message *reply, const char *address, unsigned port);
+
 /* Whether the bus is up; what the management status reports under "bus". */
 bool node_bus_ok(const NodeBus *b);
