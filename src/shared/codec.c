@@ -78,7 +78,7 @@ static int base64_validate(const char *s, size_t len, size_t *ret_size) {
 
         if (n_pad > 0) {
                 int last = base64_char_value(s[len - n_pad - 1]);
-                /* "xx==" carries 12 bits for 8, "xxx=" 18 bits for 16. */
+                /* "QQ==" carries 12 bits for 8, "QUI=" 18 bits for 16. */
                 int mask = n_pad == 2 ? 0x0f : 0x03;
 
                 if (last & mask)

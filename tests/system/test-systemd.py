@@ -111,9 +111,9 @@ def children(pid):
 def container_init(nspawn_pid):
     """The host PID of the container's PID 1: the descendant of systemd-nspawn that is PID 1 in its
     own PID namespace."""
-    todo = children(nspawn_pid)
-    while todo:
-        pid = todo.pop()
+    pending = children(nspawn_pid)
+    while pending:
+        pid = pending.pop()
         try:
             with open(f"/proc/{pid}/status", encoding="ascii") as f:
                 for line in f:
@@ -123,7 +123,7 @@ def container_init(nspawn_pid):
                             return pid
         except OSError:
             continue
-        todo += children(pid)
+        pending += children(pid)
     return None
 
 
