@@ -12,6 +12,7 @@
 #include "client-conf.h"
 #include "codec.h"
 #include "conf-parser.h"
+#include "daemon-util.h"
 #include "log.h"
 #include "psrd.h"
 
@@ -169,6 +170,7 @@ static const ConfItem client_config_items[] = {
         {"Client", "Hubs", conf_parse_list, offsetof(ClientConfig, hubs)},
         {"Client", "Encryptors", conf_parse_list, offsetof(ClientConfig, encryptors)},
         {"Client", "StateDirectory", conf_parse_string, offsetof(ClientConfig, state_dir)},
+        {"Client", "Ephemeral", conf_parse_bool, offsetof(ClientConfig, ephemeral)},
         {"Client", "MaxBodySize", conf_parse_bytes, offsetof(ClientConfig, max_body_size)},
         {"Client", "MaxConnections", conf_parse_unsigned, offsetof(ClientConfig, max_connections)},
         {"Client", "LogLevel", conf_parse_log_level, offsetof(ClientConfig, log_level)},
@@ -374,8 +376,10 @@ static void help(void) {
                "                            arguments or comma-separated\n"
                "  -c --config=FILE          configuration file to read instead of\n"
                "                            %s/dske/client/NAME.conf (which is optional)\n"
-               "     --state-dir=DIR        directory for the client's state (created if missing;\n"
-               "                            this release keeps its state in memory)\n"
+               "     --state-dir=DIR        directory for the client's durable state (default\n"
+               "                            $STATE_DIRECTORY, else %s/lib/dske/client-NAME)\n"
+               "     --ephemeral            keep all state in memory: a restart registers anew\n"
+               "                            and forgets keys awaiting delivery\n"
                "     --log-level=LEVEL      emerg, alert, crit, err, warning, notice, info or debug\n"
                "  -h --help                 show this help and exit\n"
                "     --version              show the version and exit\n"
@@ -383,7 +387,8 @@ static void help(void) {
                "Options given here override the configuration file; see dske-client(8) and\n"
                "dske.conf(5) for its sections [Client], [Keys], [PSRD], [Hubs], [ETSI] and\n"
                "[Management]. SIGTERM and SIGINT stop gracefully, SIGHUP reloads the configuration.\n",
-               program_invocation_short_name, CLIENT_DEFAULT_PORT, CLIENT_DEFAULT_ADDRESS, SYSCONFDIR);
+               program_invocation_short_name, CLIENT_DEFAULT_PORT, CLIENT_DEFAULT_ADDRESS, SYSCONFDIR,
+               LOCALSTATEDIR);
 }
 
 static int set_string(char **dst, const char *value) {
@@ -418,6 +423,10 @@ int client_parse_argv(int argc, char *argv[], ClientArgs *ret) {
                         help();
                         client_args_done(&a);
                         return 0;
+                }
+                if (streq(arg, "--ephemeral")) {
+                        a.ephemeral = true;
+                        continue;
                 }
                 if (streq(arg, "--version")) {
                         printf("%s %s\n", PACKAGE_NAME, PACKAGE_VERSION);
@@ -541,6 +550,11 @@ int client_config_load(const ClientArgs *args, ClientConfig *ret) {
                 r = set_string(&c.listen_address, args->listen_address);
         if (r >= 0 && args->state_dir)
                 r = set_string(&c.state_dir, args->state_dir);
+        if (args->ephemeral)
+                c.ephemeral = true;
+        if (r >= 0 && !c.ephemeral && !c.state_dir && c.name &&
+            daemon_default_state_dir("client", c.name, &c.state_dir) < 0)
+                r = log_oom();
         if (r >= 0 && args->hubs && strv_copy(args->hubs, &c.hubs) < 0)
                 r = log_oom();
         if (r >= 0 && args->encryptors && strv_copy(args->encryptors, &c.encryptors) < 0)

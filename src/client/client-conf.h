@@ -61,6 +61,7 @@ typedef struct ClientConfig {
         char **hubs;       /* hub base URLs, NULL-terminated, share i goes to hubs[i] */
         char **encryptors; /* this client's SAE IDs, NULL-terminated */
         char *state_dir;
+        bool ephemeral; /* state in memory only: no state directory */
         uint64_t max_body_size;
         unsigned max_connections;
         EtsiIdentity etsi_identity;
@@ -112,6 +113,7 @@ typedef struct ClientArgs {
         char **encryptors;
         char *config_path; /* NULL: the default path, which may be missing */
         char *state_dir;
+        bool ephemeral;
         int log_level; /* -1: not given */
 } ClientArgs;
 

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <endian.h>
 #include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -329,9 +330,8 @@ static void on_exchange_done(HttpCall *call, int error, const char *message, con
         int r;
 
         if (error < 0) {
-                /* A refused connection means the hub never saw the request: its PSRD is still good. */
-                if (error == -ECONNREFUSED)
-                        exchange_give_back_request(x);
+                /* The PSRD stays used even when the connection was refused: libcurl may have sent the
+                 * request on a kept-alive connection first, so its bytes may have left this host. */
                 exchange_set_outcome(x, HUB_OUTCOME_UNREACHABLE, "%s", strna(message));
                 peer_hub_note_unreachable(hub, message);
         } else {
@@ -783,9 +783,22 @@ struct StoredKey {
 
 struct KeyStore {
         sd_event *event;
+        StateDir *state;        /* where keys added and removed are journaled; NULL: nowhere */
         StoredKey *head, *tail; /* oldest first */
         size_t n_keys;
 };
+
+enum {
+        RECORD_KEY_PUT = STATE_RECORD_USER,
+        RECORD_KEY_DELETE,
+};
+
+static uint64_t realtime_usec(void) {
+        struct timespec ts;
+
+        (void) clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
+}
 
 static uint64_t now_usec(void) {
         struct timespec ts;
@@ -802,6 +815,52 @@ int key_store_new(sd_event *event, KeyStore **ret) {
         s->event = event;
         *ret = s;
         return 0;
+}
+
+/* A key record: key ID, expiry (CLOCK_REALTIME, µs), master and slave SAE (a length byte and the
+ * text each), the key (two length bytes and the bytes). The caller wipes and frees *ret. */
+static int stored_key_record(const StoredKey *k, uint64_t now_mono, uint8_t **ret, size_t *ret_size) {
+        size_t lm = strlen(k->master_sae), ls = strlen(k->slave_sae), off = 0;
+        uint64_t expires =
+                htole64(realtime_usec() + (k->expires_usec > now_mono ? k->expires_usec - now_mono : 0));
+        uint8_t *buf;
+
+        if (lm > UINT8_MAX || ls > UINT8_MAX || k->size > UINT16_MAX)
+                return -E2BIG;
+        buf = secret_alloc(16 + 8 + 2 + lm + ls + 2 + k->size);
+        if (!buf)
+                return -ENOMEM;
+        memcpy(buf, k->key_id.bytes, 16);
+        memcpy(buf + 16, &expires, 8);
+        off = 24;
+        buf[off++] = (uint8_t) lm;
+        memcpy(buf + off, k->master_sae, lm);
+        off += lm;
+        buf[off++] = (uint8_t) ls;
+        memcpy(buf + off, k->slave_sae, ls);
+        off += ls;
+        buf[off++] = (uint8_t) (k->size & 0xff);
+        buf[off++] = (uint8_t) (k->size >> 8);
+        memcpy(buf + off, k->key, k->size);
+        *ret = buf;
+        *ret_size = off + k->size;
+        return 0;
+}
+
+static int stored_key_journal(StateDir *d, const StoredKey *k, bool snapshot) {
+        uint8_t *buf;
+        size_t n;
+        int r;
+
+        if (!d)
+                return 0;
+        r = stored_key_record(k, now_usec(), &buf, &n);
+        if (r < 0)
+                return r;
+        r = snapshot ? state_dir_snapshot_add(d, RECORD_KEY_PUT, buf, n)
+                     : state_dir_append(d, RECORD_KEY_PUT, buf, n);
+        erase_and_free(buf, n);
+        return r;
 }
 
 static void stored_key_free(StoredKey *k) {
@@ -822,6 +881,9 @@ static void key_store_unlink(KeyStore *s, StoredKey *k) {
                 s->tail = k->prev;
         k->prev = k->next = NULL;
         s->n_keys--;
+        if (s->state &&
+            state_dir_append(s->state, RECORD_KEY_DELETE, k->key_id.bytes, sizeof(k->key_id.bytes)) < 0)
+                log_warning("Failed to record that a stored key is gone.");
 }
 
 void key_store_clear(KeyStore *s) {
@@ -836,6 +898,7 @@ void key_store_clear(KeyStore *s) {
 KeyStore *key_store_free(KeyStore *s) {
         if (!s)
                 return NULL;
+        s->state = NULL; /* the keys stay stored for the next start */
         key_store_clear(s);
         free(s);
         return NULL;
@@ -858,6 +921,7 @@ static void key_store_expire(KeyStore *s) {
 int key_store_add(KeyStore *s, const Uuid *key_id, const char *master_sae, const char *slave_sae,
                   uint8_t *key, size_t size, unsigned max_keys, uint64_t ttl_usec) {
         StoredKey *k;
+        int r;
 
         key_store_expire(s);
         if (max_keys == 0)
@@ -883,6 +947,12 @@ int key_store_add(KeyStore *s, const Uuid *key_id, const char *master_sae, const
         k->key = key;
         k->size = size;
         k->expires_usec = now_usec() + ttl_usec;
+        r = stored_key_journal(s->state, k, false);
+        if (r < 0) {
+                k->key = NULL; /* still the caller's */
+                stored_key_free(k);
+                return r;
+        }
         k->prev = s->tail;
         if (s->tail)
                 s->tail->next = k;
@@ -927,4 +997,83 @@ size_t key_store_count(const KeyStore *s, const char *master_sae, const char *sl
 
 size_t key_store_size(const KeyStore *s) {
         return s->n_keys;
+}
+
+void key_store_set_state(KeyStore *s, StateDir *d) {
+        s->state = d;
+}
+
+int key_store_snapshot(KeyStore *s, StateDir *d) {
+        int r;
+
+        for (StoredKey *k = s->head; k; k = k->next) {
+                r = stored_key_journal(d, k, true);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+static int get_string(const uint8_t *p, size_t n, size_t *off, char **ret) {
+        size_t l;
+
+        if (*off >= n)
+                return -EBADMSG;
+        l = p[(*off)++];
+        if (l == 0 || l > n - *off)
+                return -EBADMSG;
+        *ret = strndup((const char *) p + *off, l);
+        if (!*ret)
+                return -ENOMEM;
+        if (strlen(*ret) != l)
+                return -EBADMSG;
+        *off += l;
+        return 0;
+}
+
+int key_store_restore(KeyStore *s, uint8_t type, const uint8_t *p, size_t n, unsigned max_keys) {
+        _cleanup_free_ char *master = NULL, *slave = NULL;
+        uint64_t expires, now = realtime_usec();
+        size_t off = 24, size;
+        StoredKey *old;
+        uint8_t *key;
+        Uuid key_id;
+        int r;
+
+        if (n < 16)
+                return -EBADMSG;
+        memcpy(key_id.bytes, p, 16);
+        old = key_store_find(s, &key_id);
+        if (old) {
+                key_store_unlink(s, old);
+                stored_key_free(old);
+        }
+        if (type == RECORD_KEY_DELETE)
+                return n == 16 ? 0 : -EBADMSG;
+        if (type != RECORD_KEY_PUT || n < 24)
+                return -EBADMSG;
+
+        memcpy(&expires, p + 16, 8);
+        expires = le64toh(expires);
+        r = get_string(p, n, &off, &master);
+        if (r >= 0)
+                r = get_string(p, n, &off, &slave);
+        if (r < 0)
+                return r;
+        if (n - off < 2)
+                return -EBADMSG;
+        size = (size_t) p[off] | (size_t) p[off + 1] << 8;
+        off += 2;
+        if (size == 0 || size != n - off)
+                return -EBADMSG;
+        if (expires <= now)
+                return 0;
+
+        key = secret_memdup(p + off, size);
+        if (!key)
+                return -ENOMEM;
+        r = key_store_add(s, &key_id, master, slave, key, size, max_keys, expires - now);
+        if (r < 0)
+                erase_and_free(key, size);
+        return r;
 }

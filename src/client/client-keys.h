@@ -84,3 +84,10 @@ size_t key_store_count(const KeyStore *s, const char *master_sae, const char *sl
 size_t key_store_size(const KeyStore *s);
 /* Wipes every key. */
 void key_store_clear(KeyStore *s);
+/* From now on keys added and removed are journaled in d (NULL: not at all); freeing the store
+ * journals nothing, so that its keys are there at the next start. */
+void key_store_set_state(KeyStore *s, StateDir *d);
+/* Adds every stored key to the snapshot being written in d. */
+int key_store_snapshot(KeyStore *s, StateDir *d);
+/* Applies a record of the state directory; -EBADMSG for one that is not a key record. */
+int key_store_restore(KeyStore *s, uint8_t type, const uint8_t *payload, size_t size, unsigned max_keys);

@@ -13,6 +13,7 @@
 #include "client-keys.h"
 #include "client-manager.h"
 #include "client-peer.h"
+#include "client-state.h"
 #include "json-util.h"
 #include "log.h"
 
@@ -64,6 +65,7 @@ Manager *manager_free(Manager *m) {
                 peer_hub_free(m->hubs[i]);
         free(m->hubs);
         key_store_free(m->keys);
+        m->state = state_dir_free(m->state);
         http_server_free(m->server);
         http_client_free(m->http);
         sd_event_source_disable_unref(m->sigterm_source);
@@ -81,8 +83,7 @@ int manager_pool_observer(Pool *p, PsrdChange change, const Block *b, size_t sta
                           void *userdata) {
         Manager *m = userdata;
 
-        /* Persistence of PSRD state plugs in here: a MARKED_USED change must be on stable storage
-         * before this returns. This release keeps state in memory and only accounts for it. */
+        /* Accounting only: the state directory has recorded the change before this is called. */
         switch (change) {
         case PSRD_CHANGE_MARKED_USED:
                 m->psrd_bytes_used += size;
@@ -484,6 +485,10 @@ int manager_start(Manager *m, ClientConfig *config, ClientArgs *args, int listen
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the HTTP client: %m");
 
+        r = client_state_open(m);
+        if (r < 0)
+                return r;
+
         n_hubs = strv_length(m->config.hubs);
         m->hubs = calloc(n_hubs, sizeof(PeerHub *));
         if (!m->hubs)
@@ -494,6 +499,9 @@ int manager_start(Manager *m, ClientConfig *config, ClientArgs *args, int listen
                         return log_error_errno(r, "Failed to set up hub %s: %m", m->config.hubs[i]);
                 m->n_hubs++;
         }
+        r = client_state_restore(m);
+        if (r < 0)
+                return r;
 
         r = http_server_new(m->event,
                             &(HttpServerConfig){
@@ -507,6 +515,7 @@ int manager_start(Manager *m, ClientConfig *config, ClientArgs *args, int listen
         if (r < 0)
                 return log_error_errno(r, "Failed to listen on %s port %u: %m",
                                        m->config.listen_address ?: CLIENT_DEFAULT_ADDRESS, m->config.port);
+        client_state_attach_server(m);
 
         log_info("Client %s listening on %s port %u with %zu hubs (k = %u).", m->config.name,
                  m->config.listen_address ?: CLIENT_DEFAULT_ADDRESS, http_server_get_port(m->server),
@@ -529,5 +538,7 @@ int manager_run(Manager *m) {
         r = sd_event_loop(m->event);
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");
-        return 0;
+        if (!m->failed)
+                client_state_close(m);
+        return m->failed ? -EIO : 0;
 }

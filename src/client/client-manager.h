@@ -16,6 +16,7 @@
 #include "http-server.h"
 #include "macro.h"
 #include "psrd.h"
+#include "state.h"
 
 typedef struct PeerHub PeerHub;
 typedef struct KeyStore KeyStore;
@@ -34,6 +35,7 @@ struct Manager {
 
         NodeBus bus;
 
+        StateDir *state; /* NULL: ephemeral */
         KeyStore *keys;
         EtsiRequest *etsi_requests; /* kept ETSI requests, waiting for hubs */
 
@@ -45,6 +47,7 @@ struct Manager {
         unsigned idle_polls;
         bool decommissioning;
         bool stopping;
+        bool failed; /* the loop ends with a failure exit status */
         unsigned notified_hubs_ready;
         int notified_ready; /* -1 before the first STATUS= */
 

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -8,6 +9,7 @@
 
 #include "client-bus.h"
 #include "client-peer.h"
+#include "client-state.h"
 #include "codec.h"
 #include "json-util.h"
 #include "log.h"
@@ -42,25 +44,37 @@ static Pool **peer_hub_pool(PeerHub *p, PoolOwner owner) {
         return owner == POOL_OWNER_LOCAL ? &p->local_pool : &p->peer_pool;
 }
 
-static int peer_hub_new_pools(PeerHub *p) {
-        _cleanup_(pool_freep) Pool *local = NULL, *peer = NULL;
+/* Lets go of both pools: with destroy their stored blocks go too (the hub forgot them), else they
+ * stay for the next start. Freeing wipes every block. */
+static void peer_hub_drop_pools(PeerHub *p, bool destroy) {
+        state_dir_release_pool(p->manager->state, p->local_pool, destroy);
+        state_dir_release_pool(p->manager->state, p->peer_pool, destroy);
+        p->local_pool = pool_free(p->local_pool);
+        p->peer_pool = pool_free(p->peer_pool);
+}
+
+/* Takes the pools stored for the hub's name (empty ones when there are none). */
+static int peer_hub_take_pools(PeerHub *p) {
         int r;
 
-        r = pool_new(p->name, POOL_OWNER_LOCAL, &local);
-        if (r < 0)
+        r = state_dir_take_pool(p->manager->state, p->name, POOL_OWNER_LOCAL, &p->local_pool);
+        if (r >= 0)
+                r = state_dir_take_pool(p->manager->state, p->name, POOL_OWNER_PEER, &p->peer_pool);
+        if (r < 0) {
+                peer_hub_drop_pools(p, false);
                 return r;
-        r = pool_new(p->name, POOL_OWNER_PEER, &peer);
-        if (r < 0)
-                return r;
-        pool_set_observer(local, manager_pool_observer, p->manager);
-        pool_set_observer(peer, manager_pool_observer, p->manager);
-
-        /* Freeing wipes every block of the previous registration. */
-        pool_free(p->local_pool);
-        pool_free(p->peer_pool);
-        p->local_pool = TAKE_PTR(local);
-        p->peer_pool = TAKE_PTR(peer);
+        }
+        /* The state directory observes the pools it stores and passes changes on to the manager. */
+        if (!p->manager->state) {
+                pool_set_observer(p->local_pool, manager_pool_observer, p->manager);
+                pool_set_observer(p->peer_pool, manager_pool_observer, p->manager);
+        }
         return 0;
+}
+
+static int peer_hub_new_pools(PeerHub *p) {
+        peer_hub_drop_pools(p, true);
+        return peer_hub_take_pools(p);
 }
 
 int peer_hub_new(Manager *m, unsigned index, const char *url, PeerHub **ret) {
@@ -87,7 +101,7 @@ int peer_hub_new(Manager *m, unsigned index, const char *url, PeerHub **ret) {
         p->name = strdup(slash + 1);
         if (!p->name)
                 return -ENOMEM;
-        r = peer_hub_new_pools(p);
+        r = peer_hub_take_pools(p);
         if (r < 0)
                 return r;
 
@@ -103,8 +117,7 @@ PeerHub *peer_hub_free(PeerHub *p) {
         for (int o = 0; o < _POOL_OWNER_MAX; o++)
                 http_call_cancel(p->psrd_call[o]);
         sd_event_source_disable_unref(p->retry_timer);
-        pool_free(p->local_pool);
-        pool_free(p->peer_pool);
+        peer_hub_drop_pools(p, false);
         free(p->in_use);
         free(p->url);
         free(p->name);
@@ -210,6 +223,7 @@ static void peer_hub_reset(PeerHub *p) {
         if (peer_hub_new_pools(p) < 0)
                 log_oom();
         p->state = PEER_HUB_UNREGISTERED;
+        (void) client_state_save_hubs(p->manager);
 }
 
 static void on_registered(HttpCall *call, int error, const char *message, const HttpResponse *response,
@@ -260,6 +274,11 @@ static void on_registered(HttpCall *call, int error, const char *message, const 
         p->unreachable_until = 0;
         p->unreachable_backoff = 0;
         p->n_registrations++;
+        if (client_state_save_hubs(p->manager) < 0) {
+                peer_hub_reset(p);
+                peer_hub_schedule_retry(p);
+                return;
+        }
         log_info("Hub %s: registered, fetching PSRD.", p->name);
         manager_peers_changed(p->manager);
         peer_hub_step(p);
@@ -479,6 +498,28 @@ static void peer_hub_step(PeerHub *p) {
         }
 }
 
+int peer_hub_restore(PeerHub *p, const char *name) {
+        int r;
+
+        if (!streq(name, p->name)) {
+                char *copy = strdup(name);
+
+                if (!copy)
+                        return -ENOMEM;
+                peer_hub_drop_pools(p, false);
+                free(p->name);
+                p->name = copy;
+                r = peer_hub_take_pools(p);
+                if (r < 0)
+                        return r;
+        }
+        p->state = PEER_HUB_PROVISIONING;
+        peer_hub_check_ready(p);
+        log_info("Hub %s: registration restored, %" PRIu64 " + %" PRIu64 " bytes of PSRD available.",
+                 p->name, pool_available(p->local_pool), pool_available(p->peer_pool));
+        return 0;
+}
+
 void peer_hub_start(PeerHub *p) {
         peer_hub_step(p);
 }
@@ -538,7 +579,7 @@ void peer_hub_hub_pool_low(PeerHub *p) {
 }
 
 /* Marks every unused byte of b used, so that the block can be dropped. */
-static uint64_t block_burn(Pool *pool, Block *b) {
+static uint64_t block_retire(Pool *pool, Block *b) {
         uint64_t burnt = 0;
         size_t i = 0;
 
@@ -608,7 +649,7 @@ static void peer_hub_retire_stale_blocks(PeerHub *p) {
         if (cut == 0)
                 return;
         for (size_t i = 0; i < cut; i++) {
-                uint64_t burnt = block_burn(pool, pool->blocks[i]);
+                uint64_t burnt = block_retire(pool, pool->blocks[i]);
 
                 if (burnt > 0) {
                         char buf[UUID_STRING_MAX];

@@ -84,6 +84,9 @@ int peer_hub_new(Manager *m, unsigned index, const char *url, PeerHub **ret);
 PeerHub *peer_hub_free(PeerHub *p);
 DEFINE_TRIVIAL_CLEANUP_FUNC(PeerHub *, peer_hub_free);
 
+/* Resumes a registration recorded in the state directory under name (the hub's own name): the
+ * stored pools are used, and the hub is ready once both hold PSRD. */
+int peer_hub_restore(PeerHub *p, const char *name);
 /* Starts (or continues) whatever the hub needs: registration, then PSRD. */
 void peer_hub_start(PeerHub *p);
 

@@ -26,7 +26,7 @@ static int run(int argc, char *argv[]) {
                 return r;
         log_set_max_level(config.log_level);
 
-        if (config.state_dir) {
+        if (!config.ephemeral) {
                 r = daemon_prepare_state_dir(config.state_dir);
                 if (r < 0)
                         return r;

@@ -4,6 +4,8 @@
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -173,8 +175,18 @@ int daemon_notify_reloading(void) {
 }
 
 int daemon_prepare_state_dir(const char *path) {
+        _cleanup_free_ char *parents = strdup(path);
         struct stat st;
 
+        if (!parents)
+                return log_oom();
+        /* The parents as mkdir -p would (the service manager does this for StateDirectory=). */
+        for (char *s = strchr(parents + 1, '/'); s; s = strchr(s + 1, '/')) {
+                *s = 0;
+                if (mkdir(parents, 0755) < 0 && errno != EEXIST)
+                        return log_error_errno(-errno, "Failed to create directory %s: %m", parents);
+                *s = '/';
+        }
         if (mkdir(path, 0700) < 0 && errno != EEXIST)
                 return log_error_errno(-errno, "Failed to create state directory %s: %m", path);
         if (stat(path, &st) < 0)
@@ -183,5 +195,19 @@ int daemon_prepare_state_dir(const char *path) {
                 return log_error_errno(-ENOTDIR, "State directory %s is not a directory.", path);
         if (access(path, W_OK | X_OK) < 0)
                 return log_error_errno(-errno, "State directory %s is not writable: %m", path);
+        return 0;
+}
+
+int daemon_default_state_dir(const char *role, const char *name, char **ret) {
+        const char *e = getenv("STATE_DIRECTORY");
+        char *p;
+
+        if (!isempty(e))
+                p = strndup(e, strcspn(e, ":"));
+        else if (asprintf(&p, LOCALSTATEDIR "/lib/dske/%s-%s", role, name) < 0)
+                p = NULL;
+        if (!p)
+                return -ENOMEM;
+        *ret = p;
         return 0;
 }

@@ -43,3 +43,6 @@ int daemon_notify_reloading(void);
 /* Creates the state directory (mode 0700) if it is missing and checks that it is a directory this
  * process may write to. Logs and returns a negative errno on failure. */
 int daemon_prepare_state_dir(const char *path);
+/* Where a node keeps its state when no directory is configured: the service manager's
+ * $STATE_DIRECTORY, else LOCALSTATEDIR/lib/dske/ROLE-NAME. */
+int daemon_default_state_dir(const char *role, const char *name, char **ret);

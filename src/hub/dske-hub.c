@@ -37,8 +37,10 @@ static void help(void) {
                "  -c --config=FILE       configuration file to read instead of\n"
                "                         %s/dske/hub/NAME.conf (which is optional);\n"
                "                         FILE must exist; its [Hub] Name= can stand in for NAME\n"
-               "     --state-dir=DIR     directory for the hub's state; this release keeps all\n"
-               "                         state in memory and only creates and checks DIR\n"
+               "     --state-dir=DIR     directory for the hub's durable state (default\n"
+               "                         $STATE_DIRECTORY, else %s/lib/dske/hub-NAME)\n"
+               "     --ephemeral         keep all state in memory: a restart forgets clients,\n"
+               "                         PSRD and shares (for tests and demonstrations)\n"
                "     --log-level=LEVEL   emerg, alert, crit, err, warning, notice, info or debug\n"
                "                         (default info)\n"
                "  -h --help              show this help and exit\n"
@@ -49,6 +51,7 @@ static void help(void) {
                "\n"
                "Configuration file, section [Hub]:\n"
                "  Name=, ListenAddress=, Port=, StateDirectory=   as the options above\n"
+               "  Ephemeral=yes|no            as --ephemeral (default no)\n"
                "  OutOfBandAPI=yes|no         serve registration and PSRD issue over HTTP\n"
                "                              (default yes). These endpoints are not\n"
                "                              authenticated and hand out PSRD in clear: whoever\n"
@@ -72,8 +75,8 @@ static void help(void) {
                "manager (READY=1, STATUS=, STOPPING=1) and accepts one socket-activated\n"
                "listening socket.\n",
                program_invocation_short_name, HUB_DEFAULT_PORT, HUB_DEFAULT_ADDRESS, SYSCONFDIR,
-               HUB_DEFAULT_MAX_BLOCK_SIZE, PSRD_BLOCK_SIZE_MAX, HUB_DEFAULT_MAX_SHARES_PER_CLIENT,
-               HUB_DEFAULT_MAX_CLIENTS, HUB_DEFAULT_MAX_CONNECTIONS);
+               LOCALSTATEDIR, HUB_DEFAULT_MAX_BLOCK_SIZE, PSRD_BLOCK_SIZE_MAX,
+               HUB_DEFAULT_MAX_SHARES_PER_CLIENT, HUB_DEFAULT_MAX_CLIENTS, HUB_DEFAULT_MAX_CONNECTIONS);
 }
 
 /* Returns 1 to go on, 0 to exit successfully (--help, --version), or a negative errno. */
@@ -81,6 +84,7 @@ static int parse_argv(int argc, char *argv[], Args *a) {
         enum {
                 ARG_VERSION = 0x100,
                 ARG_STATE_DIR,
+                ARG_EPHEMERAL,
                 ARG_LOG_LEVEL,
         };
         static const struct option options[] = {
@@ -88,6 +92,7 @@ static int parse_argv(int argc, char *argv[], Args *a) {
                 {"address", required_argument, NULL, 'a'},
                 {"config", required_argument, NULL, 'c'},
                 {"state-dir", required_argument, NULL, ARG_STATE_DIR},
+                {"ephemeral", no_argument, NULL, ARG_EPHEMERAL},
                 {"log-level", required_argument, NULL, ARG_LOG_LEVEL},
                 {"help", no_argument, NULL, 'h'},
                 {"version", no_argument, NULL, ARG_VERSION},
@@ -122,6 +127,9 @@ static int parse_argv(int argc, char *argv[], Args *a) {
                         a->overrides.state_dir = strdup(optarg);
                         if (!a->overrides.state_dir)
                                 return log_oom();
+                        break;
+                case ARG_EPHEMERAL:
+                        a->overrides.ephemeral = true;
                         break;
                 case ARG_LOG_LEVEL:
                         r = log_level_from_string(optarg);
@@ -182,7 +190,7 @@ static int run(int argc, char *argv[]) {
                 return r;
         log_set_max_level(config.log_level);
 
-        if (config.state_dir) {
+        if (!config.ephemeral) {
                 r = daemon_prepare_state_dir(config.state_dir);
                 if (r < 0)
                         return r;

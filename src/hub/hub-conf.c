@@ -44,6 +44,7 @@ static const ConfItem hub_config_items[] = {
         {"Hub", "ListenAddress", conf_parse_string, offsetof(HubConfig, listen_address)},
         {"Hub", "Port", conf_parse_port, offsetof(HubConfig, port)},
         {"Hub", "StateDirectory", conf_parse_string, offsetof(HubConfig, state_dir)},
+        {"Hub", "Ephemeral", conf_parse_bool, offsetof(HubConfig, ephemeral)},
         {"Hub", "MaxBodySize", conf_parse_bytes, offsetof(HubConfig, max_body_size)},
         {"Hub", "MaxConnections", conf_parse_unsigned, offsetof(HubConfig, max_connections)},
         {"Hub", "OutOfBandAPI", conf_parse_bool, offsetof(HubConfig, oob_api)},

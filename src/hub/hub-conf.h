@@ -26,6 +26,7 @@ typedef struct HubConfig {
         uint64_t max_body_size;
         unsigned max_connections;
         char *state_dir;
+        bool ephemeral; /* state in memory only: no state directory */
 
         /* Run time. */
         bool oob_api;

@@ -10,6 +10,7 @@
 #include "hub-bus.h"
 #include "hub-http.h"
 #include "hub-manager.h"
+#include "hub-state.h"
 #include "log.h"
 
 /* How long a stop waits for requests in progress before it closes what is left. */
@@ -34,9 +35,13 @@ static void strv_free_n(char **l, size_t n) {
         free(l);
 }
 
-static PeerClient *peer_client_free(PeerClient *c) {
+/* Frees c; with destroy its stored PSRD goes too (it unregistered), else it stays for the next
+ * start. */
+static PeerClient *peer_client_free(PeerClient *c, bool destroy) {
         if (!c)
                 return NULL;
+        state_dir_release_pool(c->manager->state, c->client_pool, destroy);
+        state_dir_release_pool(c->manager->state, c->hub_pool, destroy);
         pool_free(c->client_pool);
         pool_free(c->hub_pool);
         strv_free_n(c->encryptor_names, c->n_encryptor_names);
@@ -44,20 +49,18 @@ static PeerClient *peer_client_free(PeerClient *c) {
         free(c);
         return NULL;
 }
-DEFINE_TRIVIAL_CLEANUP_FUNC(PeerClient *, peer_client_free);
 
-/* Gives c fresh, empty pools and a new encryptor list. The old pools are wiped and freed. */
-static int peer_client_reset(PeerClient *c, char *const *encryptor_names, size_t n) {
-        _cleanup_(pool_freep) Pool *client_pool = NULL, *hub_pool = NULL;
+static void peer_client_freep(PeerClient **c) {
+        peer_client_free(*c, true);
+}
+
+/* Gives c a new encryptor list and its pools: those stored for it when restore is set (start-up),
+ * else fresh, empty ones (a registration; the old pools are wiped, freed and their files removed).
+ * On failure c is left without pools and must be removed. */
+static int peer_client_reset(PeerClient *c, char *const *encryptor_names, size_t n, bool restore) {
+        StateDir *d = c->manager->state;
         char **names;
         int r;
-
-        r = pool_new(c->name, POOL_OWNER_PEER, &client_pool);
-        if (r < 0)
-                return r;
-        r = pool_new(c->name, POOL_OWNER_LOCAL, &hub_pool);
-        if (r < 0)
-                return r;
 
         names = calloc(n + 1, sizeof(char *));
         if (!names)
@@ -69,15 +72,22 @@ static int peer_client_reset(PeerClient *c, char *const *encryptor_names, size_t
                         return -ENOMEM;
                 }
         }
-
-        pool_free(c->client_pool);
-        pool_free(c->hub_pool);
         strv_free_n(c->encryptor_names, c->n_encryptor_names);
-        c->client_pool = TAKE_PTR(client_pool);
-        c->hub_pool = TAKE_PTR(hub_pool);
         c->encryptor_names = names;
         c->n_encryptor_names = n;
-        c->n_registrations++;
+
+        state_dir_release_pool(d, c->client_pool, !restore);
+        state_dir_release_pool(d, c->hub_pool, !restore);
+        c->client_pool = pool_free(c->client_pool);
+        c->hub_pool = pool_free(c->hub_pool);
+        r = state_dir_take_pool(d, c->name, POOL_OWNER_PEER, &c->client_pool);
+        if (r < 0)
+                return r;
+        r = state_dir_take_pool(d, c->name, POOL_OWNER_LOCAL, &c->hub_pool);
+        if (r < 0)
+                return r;
+        if (!restore)
+                c->n_registrations++;
         return 0;
 }
 
@@ -99,7 +109,6 @@ PeerClient *manager_find_client_by_encryptor(const Manager *m, const char *sae_i
 
 int manager_register_client(Manager *m, const char *name, char *const *encryptor_names, size_t n,
                             PeerClient **ret, const char **ret_conflict) {
-        _cleanup_(peer_client_freep) PeerClient *fresh = NULL;
         PeerClient *c;
         int r;
 
@@ -117,16 +126,35 @@ int manager_register_client(Manager *m, const char *name, char *const *encryptor
         }
 
         if (c) {
-                r = peer_client_reset(c, encryptor_names, n);
+                r = peer_client_reset(c, encryptor_names, n, false);
+                if (r < 0) {
+                        (void) manager_unregister_client(m, name);
+                        return r;
+                }
+                log_info("Client %s registered again: its PSRD pools start empty.", name);
+        } else {
+                if (m->n_clients >= m->config.max_clients)
+                        return -EUSERS;
+                r = manager_add_client(m, name, encryptor_names, n, false, &c);
                 if (r < 0)
                         return r;
-                log_info("Client %s registered again: its PSRD pools start empty.", name);
-                *ret = c;
-                return 0;
+                log_info("Client %s registered with %zu encryptor(s).", name, n);
         }
 
-        if (m->n_clients >= m->config.max_clients)
-                return -EUSERS;
+        r = hub_state_save_clients(m);
+        if (r < 0) {
+                (void) manager_unregister_client(m, name);
+                return r;
+        }
+        *ret = c;
+        return 0;
+}
+
+int manager_add_client(Manager *m, const char *name, char *const *encryptor_names, size_t n, bool restore,
+                       PeerClient **ret) {
+        _cleanup_(peer_client_freep) PeerClient *fresh = NULL;
+        PeerClient *c;
+        int r;
 
         fresh = calloc(1, sizeof(*fresh));
         if (!fresh)
@@ -135,7 +163,7 @@ int manager_register_client(Manager *m, const char *name, char *const *encryptor
         fresh->name = strdup(name);
         if (!fresh->name)
                 return -ENOMEM;
-        r = peer_client_reset(fresh, encryptor_names, n);
+        r = peer_client_reset(fresh, encryptor_names, n, restore);
         if (r < 0)
                 return r;
 
@@ -152,14 +180,13 @@ int manager_register_client(Manager *m, const char *name, char *const *encryptor
         m->clients_tail = c;
         m->n_clients++;
 
-        log_info("Client %s registered with %zu encryptor(s).", name, n);
         manager_notify_status(m);
         hub_bus_client_added(m, c);
         *ret = c;
         return 0;
 }
 
-static void manager_remove_client(Manager *m, PeerClient *c) {
+static void manager_remove_client(Manager *m, PeerClient *c, bool destroy) {
         (void) hub_hashmap_remove(m->clients_by_name, c->name, strlen(c->name));
         if (c->prev)
                 c->prev->next = c->next;
@@ -170,7 +197,7 @@ static void manager_remove_client(Manager *m, PeerClient *c) {
         else
                 m->clients_tail = c->prev;
         m->n_clients--;
-        peer_client_free(c);
+        peer_client_free(c, destroy);
 }
 
 int manager_unregister_client(Manager *m, const char *name) {
@@ -184,9 +211,9 @@ int manager_unregister_client(Manager *m, const char *name) {
         n = share_store_drop_client(&m->shares, c);
         log_info("Client %s unregistered: PSRD destroyed, %zu pending share(s) dropped.", name, n);
         hub_bus_client_removed(m, c);
-        manager_remove_client(m, c);
+        manager_remove_client(m, c, true);
         manager_notify_status(m);
-        return 0;
+        return hub_state_save_clients(m);
 }
 
 static void manager_send_status(Manager *m) {
@@ -253,7 +280,8 @@ Manager *manager_free(Manager *m) {
 
         share_store_done(&m->shares);
         while (m->clients_head)
-                manager_remove_client(m, m->clients_head);
+                manager_remove_client(m, m->clients_head, false);
+        m->state = state_dir_free(m->state);
         m->clients_by_name = hub_hashmap_free(m->clients_by_name);
         if (m->tokener)
                 json_tokener_free(m->tokener);
@@ -369,6 +397,15 @@ int manager_load_config(const char *path, bool required, const HubConfig *overri
         OVERRIDE_STRING(listen_address);
         OVERRIDE_STRING(state_dir);
 #undef OVERRIDE_STRING
+        if (overrides->ephemeral)
+                c.ephemeral = true;
+        if (!c.ephemeral && !c.state_dir && c.name) {
+                r = daemon_default_state_dir("hub", c.name, &c.state_dir);
+                if (r < 0) {
+                        hub_config_done(&c);
+                        return log_oom();
+                }
+        }
         if (overrides->port != 0)
                 c.port = overrides->port;
         if (override_log_level)
@@ -428,10 +465,15 @@ int manager_start(Manager *m, int listen_fd) {
         if (r < 0)
                 return log_error_errno(r, "Failed to set up signal handling: %m");
 
+        r = hub_state_open(m);
+        if (r < 0)
+                return r;
+
         r = http_server_new(m->event, &sc, hub_http_handler, m, &m->server);
         if (r < 0)
                 return log_error_errno(r, "Failed to listen on %s port %u: %m",
                                        m->config.listen_address ?: HUB_DEFAULT_ADDRESS, m->config.port);
+        hub_state_attach_server(m);
 
         log_info("Hub %s listening on %s port %u.", m->config.name,
                  m->config.listen_address ?: HUB_DEFAULT_ADDRESS, http_server_get_port(m->server));
@@ -450,6 +492,8 @@ int manager_run(Manager *m) {
         r = sd_event_loop(m->event);
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");
+        if (!m->failed)
+                hub_state_close(m);
         log_info("Stopped.");
-        return 0;
+        return m->failed ? -EIO : 0;
 }

@@ -4,9 +4,9 @@
 /* The hub's state and event loop (PROTOCOL.md §8.4): the registered clients (PeerClient), each with
  * its two PSRD pools, and the store of key shares waiting for their responder.
  *
- * State lives in memory in this release. Every change to it goes through the functions below
- * (registration, unregistration, share store and remove) and every PSRD change through the pools'
- * PoolObserver, which is where a persistence layer records state before it is acted upon. */
+ * Every change to it goes through the functions below (registration, unregistration, share store
+ * and remove) and every PSRD change through the pools' PoolObserver, so that hub-state.c records it
+ * in the state directory before it is acted upon (unless the hub is ephemeral). */
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -20,6 +20,7 @@
 #include "hub-share.h"
 #include "macro.h"
 #include "psrd.h"
+#include "state.h"
 
 /* A registering client may name this many encryptors (SAEs) at most. */
 #define HUB_ENCRYPTORS_PER_CLIENT_MAX 256u
@@ -64,6 +65,7 @@ struct Manager {
         HubHashmap *clients_by_name;
         size_t n_clients;
 
+        StateDir *state; /* NULL: ephemeral */
         ShareStore shares;
         /* Request bodies are parsed one at a time: one tokener serves them all. */
         struct json_tokener *tokener;
@@ -73,6 +75,7 @@ struct Manager {
         sd_event_source *stop_source;
         sd_event_source *status_source;
         bool stopping;
+        bool failed; /* the loop ends with a failure exit status */
         uint64_t stop_deadline;
 };
 
@@ -105,6 +108,10 @@ PeerClient *manager_find_client(const Manager *m, const char *name);
  *   -ENOMEM */
 int manager_register_client(Manager *m, const char *name, char *const *encryptor_names, size_t n,
                             PeerClient **ret, const char **ret_conflict);
+/* Adds a client that is not registered yet: with fresh pools, or with those of the state directory
+ * when restore is set. */
+int manager_add_client(Manager *m, const char *name, char *const *encryptor_names, size_t n, bool restore,
+                       PeerClient **ret);
 /* Forgets a client: both pools are wiped and freed, the shares it posted and those waiting for
  * its encryptors are dropped. Returns 0, or -ENOENT when it was not registered. */
 int manager_unregister_client(Manager *m, const char *name);

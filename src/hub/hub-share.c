@@ -6,6 +6,7 @@
 
 #include "hub-manager.h"
 #include "hub-share.h"
+#include "hub-state.h"
 #include "log.h"
 #include "secret.h"
 
@@ -61,6 +62,7 @@ int share_store_init(ShareStore *st, sd_event *event) {
 }
 
 void share_store_done(ShareStore *st) {
+        st->state = NULL;
         while (st->head)
                 share_store_remove(st, st->head, SHARE_REMOVAL_DROPPED);
         st->by_key_id = hub_hashmap_free(st->by_key_id);
@@ -96,6 +98,11 @@ int share_store_add(ShareStore *st, Share *s, uint64_t ttl_usec) {
         (void) sd_event_source_set_description(s->expiry_source, "share-expiry");
 
         r = hub_hashmap_put(st->by_key_id, s->key_id.bytes, sizeof(s->key_id.bytes), s);
+        if (r >= 0) {
+                r = hub_state_share_put(st->state, s, ttl_usec);
+                if (r < 0)
+                        (void) hub_hashmap_remove(st->by_key_id, s->key_id.bytes, sizeof(s->key_id.bytes));
+        }
         if (r < 0) {
                 s->expiry_source = sd_event_source_disable_unref(s->expiry_source);
                 return r;
@@ -116,6 +123,7 @@ int share_store_add(ShareStore *st, Share *s, uint64_t ttl_usec) {
 }
 
 void share_store_remove(ShareStore *st, Share *s, ShareRemoval why) {
+        hub_state_share_delete(st->state, s);
         (void) hub_hashmap_remove(st->by_key_id, s->key_id.bytes, sizeof(s->key_id.bytes));
         if (s->prev)
                 s->prev->next = s->next;

@@ -37,6 +37,7 @@ struct Share {
 
 struct ShareStore {
         sd_event *event;
+        struct StateDir *state; /* where additions and removals are journaled; NULL: nowhere */
         HubHashmap *by_key_id;
         Share *head, *tail;
         size_t n_shares;
@@ -55,18 +56,19 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Share *, share_free);
 bool share_equal(const Share *a, const Share *b);
 
 int share_store_init(ShareStore *st, sd_event *event);
+/* Frees every share; none of that is journaled (the shares stay stored for the next start). */
 void share_store_done(ShareStore *st);
 
 Share *share_store_get(const ShareStore *st, const Uuid *key_id);
-/* Stores s (taking ownership on success) to expire ttl_usec from now. -EEXIST when its key ID is
- * present. */
+/* Stores s (taking ownership on success) to expire ttl_usec from now, and journals it. -EEXIST when
+ * its key ID is present. */
 int share_store_add(ShareStore *st, Share *s, uint64_t ttl_usec);
 typedef enum ShareRemoval {
         SHARE_REMOVAL_DELIVERED,
         SHARE_REMOVAL_EXPIRED,
         SHARE_REMOVAL_DROPPED,
 } ShareRemoval;
-/* Unlinks and frees s. */
+/* Unlinks and frees s, and journals its removal. */
 void share_store_remove(ShareStore *st, Share *s, ShareRemoval why);
 /* Drops the shares c posted and those whose slave SAE is one of c's encryptors. Returns the count. */
 size_t share_store_drop_client(ShareStore *st, PeerClient *c);

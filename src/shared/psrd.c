@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <errno.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -190,6 +191,25 @@ static void block_mark_used(Block *b, size_t start, size_t size) {
         bitmap_set_range(b->used, start, size, true);
         explicit_bzero(b->data + start, size);
         b->n_used += size;
+}
+
+int block_burn(Block *b, size_t start, size_t size) {
+        size_t end, n = 0;
+
+        if (!b || !size_add(start, size, &end) || end > b->size)
+                return -ERANGE;
+
+        for (size_t i = bitmap_find(b->used, start, end, false); i < end;) {
+                size_t j = bitmap_find(b->used, i, end, true);
+
+                block_mark_used(b, i, j - i);
+                n += j - i;
+                i = bitmap_find(b->used, j, end, false);
+        }
+
+        if (b->first_unused >= start && b->first_unused < end)
+                b->first_unused = bitmap_find(b->used, b->first_unused, b->size, false);
+        return (int) MIN(n, (size_t) INT_MAX);
 }
 
 /* Puts the original bytes back and marks them unused, byte by byte, so that bytes not used (which

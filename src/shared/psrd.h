@@ -40,6 +40,7 @@ typedef struct Block {
         uint8_t *used; /* bitmap, bit i (byte i / 8, bit i % 8) set when byte i is used */
         size_t n_used;
         size_t first_unused; /* every byte below this index is used: where allocation looks first */
+        void *userdata;      /* for the persistence layer */
 } Block;
 
 /* Creates a block from size bytes of data (copied; the caller wipes its copy).
@@ -52,6 +53,10 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Block *, block_free);
 bool block_is_used(const Block *b, size_t i);
 /* Whether any byte in [start, start+size) is used; the range must lie within the block. */
 bool block_range_any_used(const Block *b, size_t start, size_t size);
+/* Marks the unused bytes of [start, start+size) used and destroys them, without an allocation and
+ * without telling any observer: for state restored from storage. Returns how many bytes changed,
+ * or -ERANGE when the range does not lie within the block. */
+int block_burn(Block *b, size_t start, size_t size);
 
 typedef struct Fragment {
         Uuid block_uuid;

@@ -63,6 +63,16 @@ def program(var):
     return path
 
 
+def with_state_option(argv):
+    """Daemons keep their state in memory unless a test gives them a state directory (the default
+    directory under /var/lib is for installed services)."""
+    daemons = {os.environ.get("DSKE_HUB"), os.environ.get("DSKE_CLIENT")} - {None}
+    if argv and argv[0] in daemons and not any(
+            a == "--ephemeral" or a.startswith("--state-dir") for a in argv):
+        return [argv[0], "--ephemeral", *argv[1:]]
+    return list(argv)
+
+
 def non_loopback_ipv4():
     """An IPv4 address of this machine outside 127.0.0.0/8, or None."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
@@ -188,7 +198,7 @@ class Daemon:
     does not exit in time. A Daemon must be stopped: `DaemonTestCase` does that for you."""
 
     def __init__(self, argv, env=None, workdir=None, name=None):
-        self.argv = [str(a) for a in argv]
+        self.argv = with_state_option([str(a) for a in argv])
         self.name = name or os.path.basename(self.argv[0])
         self._own_workdir = workdir is None
         self.workdir = workdir or tempfile.mkdtemp(prefix="dske-test-")
@@ -289,7 +299,7 @@ class Daemon:
 
 def run_program(argv, timeout=30.0, env=None):
     """Runs a program to completion; returns (exit code, stdout, stderr) as text."""
-    p = subprocess.run([str(a) for a in argv], stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+    p = subprocess.run(with_state_option([str(a) for a in argv]), stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
                        env=dict(os.environ if env is None else env))
     return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
 

@@ -1,0 +1,1505 @@
+/* SPDX-License-Identifier: MIT */
+#include <assert.h>
+#include <dirent.h>
+#include <endian.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include "codec.h"
+#include "crc32.h"
+#include "json-util.h"
+#include "log.h"
+#include "secret.h"
+#include "state.h"
+
+#define STATE_VERSION 1u
+
+#define NODE_FILE    "node.json"
+#define RECORDS_FILE "records"
+#define JOURNAL_FILE "journal"
+#define LOCK_FILE    "lock"
+#define PSRD_DIR     "psrd"
+#define BLOCK_SUFFIX ".blk"
+#define TMP_SUFFIX   ".tmp"
+
+#define JOURNAL_MAGIC "DSKEJNL1"
+#define RECORDS_MAGIC "DSKEREC1"
+#define BLOCK_MAGIC   "DSKEPSR1"
+
+/* File header of the journal and the snapshot: magic, generation, CRC of the two. */
+#define LOG_HEADER_SIZE 20u
+/* Record header: CRC of the rest, type, zero, payload size. */
+#define RECORD_HEADER_SIZE 8u
+
+/* Records below STATE_RECORD_USER belong to this module. */
+enum {
+        RECORD_PSRD_USED = 1,     /* a peer named these bytes: used (journal only) */
+        RECORD_PSRD_RETURNED = 2, /* ... given back after a failed MAC check */
+        RECORD_PSRD_RESERVED = 3, /* own pool: bytes up to start may have been handed out */
+        RECORD_END = 255,         /* closes the snapshot; payload: number of records */
+};
+
+/* Block file: header, data, used-byte bitmap. */
+#define BLOCK_HEADER_SIZE 128u
+#define PEER_NAME_MAX     64u
+
+/* Own pools are reserved this far ahead of what was handed out: one sync per chunk. */
+#define RESERVE_CHUNK (64u * 1024u)
+/* The journal is folded into a checkpoint once it is this large. */
+#define JOURNAL_CHECKPOINT_SIZE     (4u * 1024u * 1024u)
+#define CHECKPOINT_INTERVAL_DEFAULT 10u
+
+typedef struct StatePool StatePool;
+
+typedef struct StateBlock {
+        StatePool *pool;
+        Block *block;
+        uint64_t seq;      /* arrival order across the node, kept in the file */
+        size_t reserved;   /* own pools: bytes below may have been handed out */
+        bool dirty;        /* memory differs from the file */
+        uint8_t *replayed; /* while loading: the journal's used bits for this block */
+} StateBlock;
+
+struct StatePool {
+        StateDir *dir;
+        char *peer;
+        PoolOwner owner;
+        Pool *pool;
+        bool taken;
+        StatePool *next;
+};
+
+typedef struct Record {
+        uint8_t type;
+        size_t size;
+        struct Record *next;
+        uint8_t payload[];
+} Record;
+
+/* A growable buffer that may hold key material: growing wipes the old copy. */
+typedef struct SecretBuffer {
+        uint8_t *data;
+        size_t size;
+        size_t alloc;
+} SecretBuffer;
+
+struct StateDir {
+        sd_event *event;
+        char *path;
+        char *role;
+        char *name;
+        StateOpenFlags flags;
+
+        int dir_fd;
+        int psrd_fd;
+        int lock_fd;
+        int journal_fd;
+        uint64_t generation;
+        uint64_t journal_size;
+        uint64_t next_seq;
+
+        json_object *node;
+        StatePool *pools;
+        Record *records, *records_tail;
+        size_t n_records;
+
+        SecretBuffer pending; /* journal records not written yet */
+        bool needs_commit;
+        bool changed;  /* something a checkpoint would write */
+        bool unlinked; /* files removed since the directory was last synced */
+        bool failed;
+
+        SecretBuffer snapshot;
+        size_t n_snapshot;
+        StateSnapshotWriter writer;
+        void *writer_userdata;
+
+        StateCommitted committed;
+        void *committed_userdata;
+
+        PoolObserver next_observer;
+        void *next_observer_userdata;
+
+        sd_event_source *commit_source;
+        sd_event_source *checkpoint_timer;
+        unsigned checkpoint_sec;
+};
+
+static int secret_buffer_append(SecretBuffer *b, const void *data, size_t size) {
+        size_t need;
+
+        if (!size_add(b->size, size, &need))
+                return -ENOMEM;
+        if (need > b->alloc) {
+                size_t n = MAX(need, MAX(b->alloc * 2, (size_t) 4096));
+                uint8_t *p = malloc(n);
+
+                if (!p)
+                        return -ENOMEM;
+                if (b->size > 0)
+                        memcpy(p, b->data, b->size);
+                erase_and_free(b->data, b->alloc);
+                b->data = p;
+                b->alloc = n;
+        }
+        memcpy(b->data + b->size, data, size);
+        b->size = need;
+        return 0;
+}
+
+static void secret_buffer_clear(SecretBuffer *b) {
+        if (b->data)
+                explicit_bzero(b->data, b->size);
+        b->size = 0;
+}
+
+static void secret_buffer_done(SecretBuffer *b) {
+        b->data = erase_and_free(b->data, b->alloc);
+        b->size = b->alloc = 0;
+}
+
+static size_t bitmap_size(size_t n) {
+        return (n + 7) / 8;
+}
+
+static void put_le32(uint8_t *p, uint32_t v) {
+        v = htole32(v);
+        memcpy(p, &v, sizeof(v));
+}
+
+static void put_le64(uint8_t *p, uint64_t v) {
+        v = htole64(v);
+        memcpy(p, &v, sizeof(v));
+}
+
+static uint32_t get_le32(const uint8_t *p) {
+        uint32_t v;
+        memcpy(&v, p, sizeof(v));
+        return le32toh(v);
+}
+
+static uint64_t get_le64(const uint8_t *p) {
+        uint64_t v;
+        memcpy(&v, p, sizeof(v));
+        return le64toh(v);
+}
+
+static int write_all(int fd, const struct iovec *iov, int n) {
+        struct iovec v[4];
+
+        assert(n <= (int) ELEMENTSOF(v));
+        memcpy(v, iov, sizeof(struct iovec) * (size_t) n);
+        for (int i = 0; i < n;) {
+                ssize_t k = writev(fd, v + i, n - i);
+
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                while (i < n && (size_t) k >= v[i].iov_len) {
+                        k -= (ssize_t) v[i].iov_len;
+                        i++;
+                }
+                if (i < n) {
+                        v[i].iov_base = (uint8_t *) v[i].iov_base + k;
+                        v[i].iov_len -= (size_t) k;
+                }
+        }
+        return 0;
+}
+
+/* Writes name in dir_fd atomically: a temporary file, synced, renamed over name. The caller syncs
+ * the directory. */
+static int write_file_atomic(int dir_fd, const char *name, const struct iovec *iov, int n) {
+        _cleanup_free_ char *tmp = NULL;
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        if (asprintf(&tmp, "%s" TMP_SUFFIX, name) < 0)
+                return -ENOMEM;
+        fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return -errno;
+        r = write_all(fd, iov, n);
+        if (r >= 0 && fsync(fd) < 0)
+                r = -errno;
+        if (r >= 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
+                r = -errno;
+        if (r < 0)
+                (void) unlinkat(dir_fd, tmp, 0);
+        return r;
+}
+
+/* Reads the whole of name; -ENOENT when it does not exist. */
+static int read_file(int dir_fd, const char *name, uint8_t **ret, size_t *ret_size) {
+        _cleanup_close_ int fd = -EBADF;
+        _cleanup_free_ uint8_t *buf = NULL;
+        struct stat st;
+        size_t done = 0;
+
+        fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode))
+                return -EBADMSG;
+        buf = malloc((size_t) st.st_size + 1);
+        if (!buf)
+                return -ENOMEM;
+        while (done < (size_t) st.st_size) {
+                ssize_t k = read(fd, buf + done, (size_t) st.st_size - done);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        break;
+                done += (size_t) k;
+        }
+        buf[done] = 0;
+        *ret = TAKE_PTR(buf);
+        *ret_size = done;
+        return 0;
+}
+
+static int state_fail(const StateDir *d, const char *file, const char *what) {
+        return log_error_errno(-EBADMSG, "State file %s/%s %s; refusing to use it.", d->path, file, what);
+}
+
+static void log_header_build(uint8_t h[LOG_HEADER_SIZE], const char *magic, uint64_t generation) {
+        memcpy(h, magic, 8);
+        put_le64(h + 8, generation);
+        put_le32(h + 16, crc32_update(0, h, 16));
+}
+
+static size_t record_build(uint8_t h[RECORD_HEADER_SIZE], uint8_t type, const void *payload, size_t size) {
+        uint32_t crc;
+
+        h[4] = type;
+        h[5] = 0;
+        h[6] = (uint8_t) (size & 0xff);
+        h[7] = (uint8_t) (size >> 8);
+        crc = crc32_update(0, h + 4, 4);
+        crc = crc32_update(crc, payload, size);
+        put_le32(h, crc);
+        return RECORD_HEADER_SIZE + size;
+}
+
+static int buffer_add_record(SecretBuffer *b, uint8_t type, const void *payload, size_t size) {
+        uint8_t h[RECORD_HEADER_SIZE];
+        int r;
+
+        if (size > STATE_RECORD_SIZE_MAX)
+                return -E2BIG;
+        (void) record_build(h, type, payload, size);
+        r = secret_buffer_append(b, h, sizeof(h));
+        if (r < 0)
+                return r;
+        return secret_buffer_append(b, payload, size);
+}
+
+/* ---- PSRD blocks ---- */
+
+static StatePool *state_pool_find(StateDir *d, const char *peer, PoolOwner owner) {
+        for (StatePool *sp = d->pools; sp; sp = sp->next)
+                if (sp->owner == owner && streq(sp->peer, peer))
+                        return sp;
+        return NULL;
+}
+
+static StatePool *state_pool_find_by_pool(StateDir *d, const Pool *p) {
+        for (StatePool *sp = d->pools; sp; sp = sp->next)
+                if (sp->pool == p)
+                        return sp;
+        return NULL;
+}
+
+static int state_pool_new(StateDir *d, const char *peer, PoolOwner owner, StatePool **ret) {
+        StatePool *sp;
+        int r;
+
+        sp = calloc(1, sizeof(StatePool));
+        if (!sp)
+                return -ENOMEM;
+        sp->dir = d;
+        sp->owner = owner;
+        sp->peer = strdup(peer);
+        if (!sp->peer) {
+                free(sp);
+                return -ENOMEM;
+        }
+        r = pool_new(peer, owner, &sp->pool);
+        if (r < 0) {
+                free(sp->peer);
+                free(sp);
+                return r;
+        }
+        sp->next = d->pools;
+        d->pools = sp;
+        *ret = sp;
+        return 0;
+}
+
+static void block_file_name(const Block *b, char buf[static UUID_STRING_MAX + sizeof(BLOCK_SUFFIX)]) {
+        char u[UUID_STRING_MAX];
+
+        (void) snprintf(buf, UUID_STRING_MAX + sizeof(BLOCK_SUFFIX), "%s" BLOCK_SUFFIX,
+                        uuid_to_string(&b->uuid, u));
+}
+
+static void state_block_free(StateBlock *sb) {
+        if (!sb)
+                return;
+        if (sb->block)
+                sb->block->userdata = NULL;
+        free(sb->replayed);
+        free(sb);
+}
+
+static void block_header_build(const StateBlock *sb, uint8_t h[BLOCK_HEADER_SIZE]) {
+        const Block *b = sb->block;
+        uint32_t crc;
+
+        memset(h, 0, BLOCK_HEADER_SIZE);
+        memcpy(h, BLOCK_MAGIC, 8);
+        put_le32(h + 8, STATE_VERSION);
+        put_le32(h + 12, (uint32_t) sb->pool->owner);
+        memcpy(h + 16, b->uuid.bytes, 16);
+        put_le64(h + 32, b->size);
+        put_le64(h + 40, sb->reserved);
+        put_le64(h + 48, sb->seq);
+        (void) strncpy((char *) h + 56, sb->pool->peer, PEER_NAME_MAX - 1);
+        crc = crc32_update(0, b->data, b->size);
+        crc = crc32_update(crc, b->used, bitmap_size(b->size));
+        put_le32(h + 120, crc);
+        put_le32(h + 124, crc32_update(0, h, 124));
+}
+
+static int state_block_write(StateBlock *sb) {
+        StateDir *d = sb->pool->dir;
+        char name[UUID_STRING_MAX + sizeof(BLOCK_SUFFIX)];
+        uint8_t h[BLOCK_HEADER_SIZE];
+        int r;
+
+        block_header_build(sb, h);
+        block_file_name(sb->block, name);
+        r = write_file_atomic(d->psrd_fd, name,
+                              (const struct iovec[]){
+                                      {h, sizeof(h)},
+                                      {sb->block->data, sb->block->size},
+                                      {sb->block->used, bitmap_size(sb->block->size)},
+                              },
+                              3);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write %s/" PSRD_DIR "/%s: %m", d->path, name);
+        sb->dirty = false;
+        return 0;
+}
+
+static void state_block_unlink(StateBlock *sb) {
+        StateDir *d = sb->pool->dir;
+        char name[UUID_STRING_MAX + sizeof(BLOCK_SUFFIX)];
+
+        block_file_name(sb->block, name);
+        if (unlinkat(d->psrd_fd, name, 0) < 0 && errno != ENOENT)
+                log_warning_errno(-errno, "Failed to remove %s/" PSRD_DIR "/%s: %m", d->path, name);
+        d->unlinked = true;
+}
+
+static int state_block_attach(StatePool *sp, Block *b, uint64_t seq, StateBlock **ret) {
+        StateBlock *sb;
+
+        sb = calloc(1, sizeof(StateBlock));
+        if (!sb)
+                return -ENOMEM;
+        sb->pool = sp;
+        sb->block = b;
+        sb->seq = seq;
+        b->userdata = sb;
+        if (ret)
+                *ret = sb;
+        return 0;
+}
+
+static int dir_sync(StateDir *d) {
+        if (fsync(d->psrd_fd) < 0 || fsync(d->dir_fd) < 0)
+                return log_error_errno(-errno, "Failed to sync state directory %s: %m", d->path);
+        d->unlinked = false;
+        return 0;
+}
+
+static int state_journal_write(StateDir *d) {
+        struct iovec iov = {d->pending.data, d->pending.size};
+        int r;
+
+        if (d->pending.size == 0)
+                return 0;
+        r = write_all(d->journal_fd, &iov, 1);
+        if (r < 0) {
+                /* Cut off a partial record, so the journal stays readable. */
+                (void) ftruncate(d->journal_fd, (off_t) d->journal_size);
+                return log_error_errno(r, "Failed to write %s/" JOURNAL_FILE ": %m", d->path);
+        }
+        d->journal_size += d->pending.size;
+        secret_buffer_clear(&d->pending);
+        return 0;
+}
+
+static int state_sync_journal(StateDir *d) {
+        int r;
+
+        r = state_journal_write(d);
+        if (r < 0)
+                return r;
+        if (fdatasync(d->journal_fd) < 0)
+                return log_error_errno(-errno, "Failed to sync %s/" JOURNAL_FILE ": %m", d->path);
+        return 0;
+}
+
+static void state_schedule_commit(StateDir *d) {
+        d->needs_commit = true;
+        if (d->commit_source)
+                (void) sd_event_source_set_enabled(d->commit_source, SD_EVENT_ONESHOT);
+}
+
+static int psrd_record(StateDir *d, uint8_t type, const StatePool *sp, const Block *b, uint64_t start,
+                       uint64_t size) {
+        uint8_t p[2 + PEER_NAME_MAX + 16 + 16];
+        size_t n = strlen(sp->peer);
+
+        p[0] = (uint8_t) sp->owner;
+        p[1] = (uint8_t) n;
+        memcpy(p + 2, sp->peer, n);
+        memcpy(p + 2 + n, b->uuid.bytes, 16);
+        put_le64(p + 18 + n, start);
+        put_le64(p + 26 + n, size);
+        return buffer_add_record(&d->pending, type, p, 34 + n);
+}
+
+static int state_block_reserve(StateBlock *sb, size_t end) {
+        StateDir *d = sb->pool->dir;
+        size_t want = MIN(sb->block->size, MAX(end, sb->reserved) + RESERVE_CHUNK);
+        int r;
+
+        r = psrd_record(d, RECORD_PSRD_RESERVED, sb->pool, sb->block, want, 0);
+        if (r < 0)
+                return r;
+        /* The bytes leave the process soon after this returns: the reservation is durable first. */
+        r = state_dir_commit(d);
+        if (r < 0)
+                return r;
+        sb->reserved = want;
+        return 0;
+}
+
+static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t start, size_t size,
+                             void *userdata);
+
+static int state_pool_observer(Pool *p, PsrdChange change, const Block *b, size_t start, size_t size,
+                               void *userdata) {
+        StatePool *sp = userdata;
+        StateDir *d = sp->dir;
+        int r;
+
+        r = state_pool_record(p, change, b, start, size, userdata);
+        if (r < 0 || !d->next_observer)
+                return r;
+        return d->next_observer(p, change, b, start, size, d->next_observer_userdata);
+}
+
+static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t start, size_t size,
+                             void *userdata) {
+        StatePool *sp = userdata;
+        StateDir *d = sp->dir;
+        StateBlock *sb = b->userdata;
+        int r;
+
+        (void) p;
+        if (d->failed)
+                return -EIO;
+
+        switch (change) {
+        case PSRD_CHANGE_BLOCK_ADDED:
+                r = state_block_attach(sp, (Block *) b, d->next_seq, &sb);
+                if (r < 0)
+                        return r;
+                r = state_block_write(sb);
+                if (r >= 0)
+                        r = dir_sync(d);
+                if (r < 0) {
+                        state_block_unlink(sb);
+                        state_block_free(sb);
+                        return r;
+                }
+                d->next_seq++;
+                return 0;
+
+        case PSRD_CHANGE_MARKED_USED:
+                if (!sb)
+                        return -ESTALE;
+                sb->dirty = true;
+                d->changed = true;
+                if (sp->owner == POOL_OWNER_LOCAL)
+                        return start + size > sb->reserved ? state_block_reserve(sb, start + size) : 0;
+                r = psrd_record(d, RECORD_PSRD_USED, sp, b, start, size);
+                if (r < 0)
+                        return r;
+                state_schedule_commit(d);
+                return 0;
+
+        case PSRD_CHANGE_GIVEN_BACK:
+                if (!sb)
+                        return 0;
+                sb->dirty = true;
+                d->changed = true;
+                if (sp->owner == POOL_OWNER_PEER &&
+                    psrd_record(d, RECORD_PSRD_RETURNED, sp, b, start, size) >= 0)
+                        state_schedule_commit(d);
+                return 0;
+
+        case PSRD_CHANGE_BLOCK_DROPPED:
+                if (!sb)
+                        return 0;
+                state_block_unlink(sb);
+                state_block_free(sb);
+                d->changed = true;
+                return 0;
+        }
+        return 0;
+}
+
+/* Burns the bytes whose bit is set in map. Returns whether any changed. */
+static bool block_burn_bitmap(Block *b, const uint8_t *map) {
+        bool changed = false;
+
+        for (size_t i = 0; i < b->size;) {
+                size_t j;
+
+                if (!(map[i / 8] & (1u << (i % 8)))) {
+                        i++;
+                        continue;
+                }
+                for (j = i + 1; j < b->size && (map[j / 8] & (1u << (j % 8))); j++)
+                        ;
+                if (block_burn(b, i, j - i) > 0)
+                        changed = true;
+                i = j;
+        }
+        return changed;
+}
+
+/* Reads and checks one block file, and files it under its pool. */
+static int state_load_block(StateDir *d, const char *name) {
+        _cleanup_free_ uint8_t *buf = NULL;
+        _cleanup_(block_freep) Block *b = NULL;
+        char peer[PEER_NAME_MAX], expect[UUID_STRING_MAX + sizeof(BLOCK_SUFFIX)];
+        StatePool *sp;
+        StateBlock *sb;
+        size_t n, size, reserved;
+        PoolOwner owner;
+        Uuid uuid;
+        int r;
+
+        r = read_file(d->psrd_fd, name, &buf, &n);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read %s/" PSRD_DIR "/%s: %m", d->path, name);
+
+        if (n < BLOCK_HEADER_SIZE || memcmp(buf, BLOCK_MAGIC, 8) != 0)
+                goto corrupt;
+        if (get_le32(buf + 124) != crc32_update(0, buf, 124))
+                goto corrupt;
+        if (get_le32(buf + 8) != STATE_VERSION) {
+                log_error("State file %s/" PSRD_DIR "/%s has format version %u; this version reads %u.",
+                          d->path, name, get_le32(buf + 8), STATE_VERSION);
+                return -EBADMSG;
+        }
+        owner = (PoolOwner) get_le32(buf + 12);
+        size = (size_t) get_le64(buf + 32);
+        reserved = (size_t) get_le64(buf + 40);
+        memcpy(uuid.bytes, buf + 16, 16);
+        memcpy(peer, buf + 56, PEER_NAME_MAX);
+        if ((owner != POOL_OWNER_LOCAL && owner != POOL_OWNER_PEER) || size == 0 ||
+            size > PSRD_BLOCK_SIZE_MAX || reserved > size || peer[PEER_NAME_MAX - 1] != 0 ||
+            !name_is_valid(peer))
+                goto corrupt;
+        if (n != BLOCK_HEADER_SIZE + size + bitmap_size(size))
+                goto corrupt;
+        if (get_le32(buf + 120) != crc32_update(0, buf + BLOCK_HEADER_SIZE, size + bitmap_size(size)))
+                goto corrupt;
+
+        r = block_new(&uuid, buf + BLOCK_HEADER_SIZE, size, &b);
+        explicit_bzero(buf + BLOCK_HEADER_SIZE, size);
+        if (r < 0)
+                return r;
+        block_file_name(b, expect);
+        if (!streq(expect, name))
+                goto corrupt;
+        (void) block_burn_bitmap(b, buf + BLOCK_HEADER_SIZE + size);
+
+        sp = state_pool_find(d, peer, owner);
+        if (!sp) {
+                r = state_pool_new(d, peer, owner, &sp);
+                if (r < 0)
+                        return r;
+        }
+        r = pool_add_block(sp->pool, b);
+        if (r == -EEXIST)
+                goto corrupt;
+        if (r < 0)
+                return r;
+        r = state_block_attach(sp, TAKE_PTR(b), get_le64(buf + 48), &sb);
+        if (r < 0)
+                return r;
+        sb->reserved = reserved;
+        d->next_seq = MAX(d->next_seq, sb->seq + 1);
+        return 0;
+
+corrupt:
+        if (buf)
+                explicit_bzero(buf, n);
+        return log_error_errno(
+                -EBADMSG, "State file %s/" PSRD_DIR "/%s is corrupted or truncated; refusing to use it.",
+                d->path, name);
+}
+
+static int block_seq_compare(const void *a, const void *b) {
+        const StateBlock *x = (*(Block *const *) a)->userdata, *y = (*(Block *const *) b)->userdata;
+
+        return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static int state_load_block_files(StateDir *d, DIR *dir, bool *any) {
+        struct dirent *de;
+        int r;
+
+        while ((errno = 0, de = readdir(dir))) {
+                const char *n = de->d_name;
+                size_t l = strlen(n);
+
+                if (n[0] == '.')
+                        continue;
+                if (l > strlen(TMP_SUFFIX) && streq(n + l - strlen(TMP_SUFFIX), TMP_SUFFIX)) {
+                        /* A write interrupted by a crash: the file it was to replace is intact. */
+                        if (!(d->flags & STATE_OPEN_READ_ONLY))
+                                (void) unlinkat(d->psrd_fd, n, 0);
+                        continue;
+                }
+                if (l <= strlen(BLOCK_SUFFIX) || !streq(n + l - strlen(BLOCK_SUFFIX), BLOCK_SUFFIX)) {
+                        log_warning("Ignoring unexpected file %s/" PSRD_DIR "/%s.", d->path, n);
+                        continue;
+                }
+                r = state_load_block(d, n);
+                if (r < 0)
+                        return r;
+                *any = true;
+        }
+        if (errno != 0)
+                return log_error_errno(-errno, "Failed to list %s/" PSRD_DIR ": %m", d->path);
+        return 0;
+}
+
+static int state_load_blocks(StateDir *d, bool *ret_any) {
+        DIR *dir;
+        int fd, r = 0;
+        bool any = false;
+
+        fd = fcntl(d->psrd_fd, F_DUPFD_CLOEXEC, 3);
+        if (fd < 0)
+                return -errno;
+        dir = fdopendir(fd);
+        if (!dir) {
+                safe_close(fd);
+                return -errno;
+        }
+        r = state_load_block_files(d, dir, &any);
+        closedir(dir);
+        if (r < 0)
+                return r;
+
+        for (StatePool *sp = d->pools; sp; sp = sp->next)
+                qsort(sp->pool->blocks, sp->pool->n_blocks, sizeof(Block *), block_seq_compare);
+        *ret_any = any;
+        return 0;
+}
+
+/* ---- records, snapshot and journal ---- */
+
+static int record_list_add(StateDir *d, uint8_t type, const uint8_t *payload, size_t size) {
+        Record *rec;
+
+        rec = malloc(sizeof(Record) + size);
+        if (!rec)
+                return -ENOMEM;
+        rec->type = type;
+        rec->size = size;
+        rec->next = NULL;
+        memcpy(rec->payload, payload, size);
+        if (d->records_tail)
+                d->records_tail->next = rec;
+        else
+                d->records = rec;
+        d->records_tail = rec;
+        d->n_records++;
+        return 0;
+}
+
+static void record_list_free(StateDir *d) {
+        while (d->records) {
+                Record *rec = d->records;
+
+                d->records = rec->next;
+                erase_and_free(rec, sizeof(Record) + rec->size);
+        }
+        d->records_tail = NULL;
+}
+
+static int apply_psrd_record(StateDir *d, uint8_t type, const uint8_t *p, size_t n) {
+        char peer[PEER_NAME_MAX];
+        StatePool *sp;
+        Block *b;
+        StateBlock *sb;
+        uint64_t start, size;
+        Uuid uuid;
+        size_t l;
+
+        if (n < 2)
+                return -EBADMSG;
+        l = p[1];
+        if (l == 0 || l >= PEER_NAME_MAX || n != 34 + l || p[0] >= _POOL_OWNER_MAX)
+                return -EBADMSG;
+        memcpy(peer, p + 2, l);
+        peer[l] = 0;
+        memcpy(uuid.bytes, p + 2 + l, 16);
+        start = get_le64(p + 18 + l);
+        size = get_le64(p + 26 + l);
+
+        sp = state_pool_find(d, peer, (PoolOwner) p[0]);
+        b = sp ? pool_find_block(sp->pool, &uuid) : NULL;
+        if (!b)
+                return 0; /* the block was dropped since: fully used */
+        sb = b->userdata;
+
+        if (type == RECORD_PSRD_RESERVED) {
+                if (start > b->size)
+                        return -EBADMSG;
+                sb->reserved = MAX(sb->reserved, (size_t) start);
+                return 0;
+        }
+
+        if (size == 0 || start > b->size || size > b->size - start)
+                return -EBADMSG;
+        if (!sb->replayed) {
+                sb->replayed = calloc(1, bitmap_size(b->size));
+                if (!sb->replayed)
+                        return -ENOMEM;
+        }
+        for (uint64_t i = start; i < start + size; i++)
+                if (type == RECORD_PSRD_USED)
+                        sb->replayed[i / 8] |= (uint8_t) (1u << (i % 8));
+                else
+                        sb->replayed[i / 8] &= (uint8_t) ~(1u << (i % 8));
+        return 0;
+}
+
+/* Parses a journal or snapshot; records go to the list, PSRD ranges to their blocks. */
+static int state_parse_log(StateDir *d, const char *file, const char *magic, const uint8_t *buf, size_t n,
+                           uint64_t *ret_generation) {
+        size_t off = LOG_HEADER_SIZE;
+        bool snapshot = streq(magic, RECORDS_MAGIC), ended = false;
+        uint64_t count = 0;
+        int r;
+
+        if (n < LOG_HEADER_SIZE || memcmp(buf, magic, 8) != 0 ||
+            get_le32(buf + 16) != crc32_update(0, buf, 16))
+                return state_fail(d, file, "has a bad header");
+
+        while (off < n) {
+                size_t size;
+                uint8_t type;
+                const uint8_t *payload;
+
+                if (ended)
+                        return state_fail(d, file, "has data after its end");
+                if (n - off < RECORD_HEADER_SIZE)
+                        return state_fail(d, file, "ends in a truncated record");
+                type = buf[off + 4];
+                size = (size_t) buf[off + 6] | (size_t) buf[off + 7] << 8;
+                if (n - off - RECORD_HEADER_SIZE < size)
+                        return state_fail(d, file, "ends in a truncated record");
+                payload = buf + off + RECORD_HEADER_SIZE;
+                if (get_le32(buf + off) != crc32_update(crc32_update(0, buf + off + 4, 4), payload, size))
+                        return state_fail(d, file, "has a record with a bad checksum");
+
+                if (type == RECORD_END) {
+                        if (!snapshot || size != 8 || get_le64(payload) != count)
+                                return state_fail(d, file, "has a bad end record");
+                        ended = true;
+                } else if (type >= STATE_RECORD_USER) {
+                        r = record_list_add(d, type, payload, size);
+                        if (r < 0)
+                                return r;
+                        count++;
+                } else if (!snapshot && type >= RECORD_PSRD_USED && type <= RECORD_PSRD_RESERVED) {
+                        r = apply_psrd_record(d, type, payload, size);
+                        if (r == -EBADMSG)
+                                return state_fail(d, file, "has a malformed PSRD record");
+                        if (r < 0)
+                                return r;
+                } else
+                        return state_fail(d, file, "has a record of unknown type");
+                off += RECORD_HEADER_SIZE + size;
+        }
+
+        if (snapshot && !ended)
+                return state_fail(d, file, "is truncated");
+        *ret_generation = get_le64(buf + 8);
+        return 0;
+}
+
+/* Applies the journal's PSRD ranges and the reservations: after a crash, every byte a pool of ours
+ * may have handed out is used. */
+static void state_settle_blocks(StateDir *d) {
+        for (StatePool *sp = d->pools; sp; sp = sp->next)
+                for (size_t i = 0; i < sp->pool->n_blocks; i++) {
+                        Block *b = sp->pool->blocks[i];
+                        StateBlock *sb = b->userdata;
+
+                        if (sb->replayed) {
+                                if (block_burn_bitmap(b, sb->replayed))
+                                        sb->dirty = true;
+                                free(sb->replayed);
+                                sb->replayed = NULL;
+                        }
+                        if (sp->owner == POOL_OWNER_LOCAL && sb->reserved > 0 &&
+                            block_burn(b, 0, sb->reserved) > 0)
+                                sb->dirty = true;
+                        if (sb->dirty)
+                                d->changed = true;
+                }
+}
+
+static int state_open_journal(StateDir *d) {
+        struct stat st;
+
+        d->journal_fd = safe_close(d->journal_fd);
+        d->journal_fd = openat(d->dir_fd, JOURNAL_FILE, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
+        if (d->journal_fd < 0)
+                return log_error_errno(-errno, "Failed to open %s/" JOURNAL_FILE ": %m", d->path);
+        if (fstat(d->journal_fd, &st) < 0)
+                return -errno;
+        d->journal_size = (uint64_t) st.st_size;
+        return 0;
+}
+
+/* Starts a new, empty journal for the current generation. */
+static int state_new_journal(StateDir *d) {
+        uint8_t h[LOG_HEADER_SIZE];
+        int r;
+
+        log_header_build(h, JOURNAL_MAGIC, d->generation);
+        r = write_file_atomic(d->dir_fd, JOURNAL_FILE, &(struct iovec){h, sizeof(h)}, 1);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write %s/" JOURNAL_FILE ": %m", d->path);
+        return state_open_journal(d);
+}
+
+static int state_write_node(StateDir *d, json_object *data) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        const char *text;
+        int r;
+
+        o = json_object_new_object();
+        if (!o || json_object_object_add(o, "version", json_object_new_int(STATE_VERSION)) < 0 ||
+            json_object_object_add(o, "role", json_object_new_string(d->role)) < 0 ||
+            json_object_object_add(o, "name", json_object_new_string(d->name)) < 0 ||
+            json_object_object_add(o, "data", json_object_get(data)) < 0)
+                return -ENOMEM;
+        text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
+        if (!text)
+                return -ENOMEM;
+        r = write_file_atomic(d->dir_fd, NODE_FILE,
+                              (const struct iovec[]){
+                                      {(void *) text, strlen(text)},
+                                      {(void *) "\n", 1},
+                              },
+                              2);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write %s/" NODE_FILE ": %m", d->path);
+        return dir_sync(d);
+}
+
+static int state_load_node(StateDir *d, const uint8_t *buf, size_t n) {
+        _cleanup_(json_object_putp) json_object *o = NULL;
+        json_object *v;
+
+        o = json_tokener_parse((const char *) buf);
+        if (!o || !json_object_is_type(o, json_type_object) || strlen((const char *) buf) != n)
+                return state_fail(d, NODE_FILE, "is not valid JSON");
+        if (!json_object_object_get_ex(o, "version", &v) || !json_object_is_type(v, json_type_int))
+                return state_fail(d, NODE_FILE, "has no format version");
+        if (json_object_get_int(v) != STATE_VERSION) {
+                log_error("State file %s/" NODE_FILE " has format version %d; this version reads %u.",
+                          d->path, json_object_get_int(v), STATE_VERSION);
+                return -EBADMSG;
+        }
+        if (!json_object_object_get_ex(o, "role", &v) || !json_object_is_type(v, json_type_string) ||
+            !streq(json_object_get_string(v), d->role) || !json_object_object_get_ex(o, "name", &v) ||
+            !json_object_is_type(v, json_type_string) || !streq(json_object_get_string(v), d->name)) {
+                log_error("State directory %s belongs to another node (not %s %s).", d->path, d->role,
+                          d->name);
+                return -EXDEV;
+        }
+        if (json_object_object_get_ex(o, "data", &v) && !json_object_is_type(v, json_type_null))
+                d->node = json_object_get(v);
+        return 0;
+}
+
+/* Writes the snapshot of the next generation from memory, then a fresh journal for it. */
+static int state_write_snapshot(StateDir *d) {
+        uint8_t h[LOG_HEADER_SIZE], end[RECORD_HEADER_SIZE + 8], count[8];
+        int r;
+
+        secret_buffer_clear(&d->snapshot);
+        d->n_snapshot = 0;
+        log_header_build(h, RECORDS_MAGIC, d->generation + 1);
+        r = secret_buffer_append(&d->snapshot, h, sizeof(h));
+        if (r < 0)
+                return r;
+        if (d->writer) {
+                r = d->writer(d, d->writer_userdata);
+                if (r < 0)
+                        return r;
+        } else
+                for (Record *rec = d->records; rec; rec = rec->next) {
+                        r = state_dir_snapshot_add(d, rec->type, rec->payload, rec->size);
+                        if (r < 0)
+                                return r;
+                }
+        put_le64(count, d->n_snapshot);
+        memcpy(end + RECORD_HEADER_SIZE, count, 8);
+        (void) record_build(end, RECORD_END, count, 8);
+        r = secret_buffer_append(&d->snapshot, end, sizeof(end));
+        if (r < 0)
+                return r;
+
+        r = write_file_atomic(d->dir_fd, RECORDS_FILE, &(struct iovec){d->snapshot.data, d->snapshot.size},
+                              1);
+        secret_buffer_clear(&d->snapshot);
+        if (r < 0)
+                return log_error_errno(r, "Failed to write %s/" RECORDS_FILE ": %m", d->path);
+        r = dir_sync(d);
+        if (r < 0)
+                return r;
+        /* From here the journal of the previous generation is stale and ignored if we crash. */
+        d->generation++;
+        return state_new_journal(d);
+}
+
+static int state_create(StateDir *d) {
+        int r;
+
+        d->generation = 0;
+        r = state_write_snapshot(d);
+        if (r < 0)
+                return r;
+        /* node.json comes last: a directory without it is empty, whatever else it holds. */
+        return state_write_node(d, NULL);
+}
+
+static int state_load(StateDir *d) {
+        _cleanup_free_ uint8_t *node = NULL, *records = NULL, *journal = NULL;
+        size_t n_node = 0, n_records = 0, n_journal = 0;
+        uint64_t gen_records, gen_journal;
+        bool any_blocks = false;
+        int r;
+
+        r = read_file(d->dir_fd, NODE_FILE, &node, &n_node);
+        if (r < 0 && r != -ENOENT)
+                return log_error_errno(r, "Failed to read %s/" NODE_FILE ": %m", d->path);
+        if (r >= 0) {
+                r = state_load_node(d, node, n_node);
+                if (r < 0)
+                        return r;
+        }
+
+        r = state_load_blocks(d, &any_blocks);
+        if (r < 0)
+                return r;
+
+        if (!node) {
+                if (any_blocks)
+                        return state_fail(d, NODE_FILE, "is missing while PSRD blocks are present");
+                if (d->flags & STATE_OPEN_READ_ONLY)
+                        return 0;
+                return state_create(d);
+        }
+
+        r = read_file(d->dir_fd, RECORDS_FILE, &records, &n_records);
+        if (r == -ENOENT)
+                return state_fail(d, RECORDS_FILE, "is missing");
+        if (r < 0)
+                return log_error_errno(r, "Failed to read %s/" RECORDS_FILE ": %m", d->path);
+        r = state_parse_log(d, RECORDS_FILE, RECORDS_MAGIC, records, n_records, &gen_records);
+        explicit_bzero(records, n_records);
+        if (r < 0)
+                return r;
+
+        r = read_file(d->dir_fd, JOURNAL_FILE, &journal, &n_journal);
+        if (r == -ENOENT)
+                return state_fail(d, JOURNAL_FILE, "is missing");
+        if (r < 0)
+                return log_error_errno(r, "Failed to read %s/" JOURNAL_FILE ": %m", d->path);
+        if (n_journal >= LOG_HEADER_SIZE && memcmp(journal, JOURNAL_MAGIC, 8) == 0 &&
+            get_le64(journal + 8) < gen_records && get_le32(journal + 16) == crc32_update(0, journal, 16))
+                /* A checkpoint was cut short after its snapshot: the snapshot has it all. */
+                gen_journal = get_le64(journal + 8);
+        else {
+                r = state_parse_log(d, JOURNAL_FILE, JOURNAL_MAGIC, journal, n_journal, &gen_journal);
+                explicit_bzero(journal, n_journal);
+                if (r < 0)
+                        return r;
+                if (gen_journal != gen_records)
+                        return state_fail(d, JOURNAL_FILE,
+                                          "does not belong to the snapshot in " RECORDS_FILE);
+        }
+        d->generation = gen_records;
+
+        state_settle_blocks(d);
+
+        if (d->flags & STATE_OPEN_READ_ONLY)
+                return 0;
+        if (gen_journal != gen_records)
+                return state_new_journal(d);
+        return state_open_journal(d);
+}
+
+/* ---- event loop ---- */
+
+static int on_commit(sd_event_source *s, void *userdata) {
+        StateDir *d = userdata;
+
+        (void) s;
+        (void) state_dir_commit(d);
+        return 0;
+}
+
+static int on_checkpoint(sd_event_source *s, uint64_t usec, void *userdata) {
+        StateDir *d = userdata;
+        int r;
+
+        (void) usec;
+        r = state_dir_checkpoint(d);
+        if (r < 0 && d->committed)
+                d->committed(d, r, d->committed_userdata);
+        if (d->checkpoint_sec > 0)
+                (void) sd_event_source_set_time_relative(s, (uint64_t) d->checkpoint_sec * 1000000u);
+        return 0;
+}
+
+int state_dir_open(sd_event *event, const char *path, const char *role, const char *name,
+                   StateOpenFlags flags, StateDir **ret) {
+        _cleanup_(state_dir_freep) StateDir *d = NULL;
+        int r;
+
+        assert(path && role && name && ret);
+
+        d = calloc(1, sizeof(StateDir));
+        if (!d)
+                return -ENOMEM;
+        d->dir_fd = d->psrd_fd = d->lock_fd = d->journal_fd = -EBADF;
+        d->flags = flags;
+        d->checkpoint_sec = CHECKPOINT_INTERVAL_DEFAULT;
+        d->path = strdup(path);
+        d->role = strdup(role);
+        d->name = strdup(name);
+        if (!d->path || !d->role || !d->name)
+                return -ENOMEM;
+
+        d->dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (d->dir_fd < 0)
+                return log_error_errno(-errno, "Failed to open state directory %s: %m", path);
+
+        if (!(flags & STATE_OPEN_READ_ONLY)) {
+                d->lock_fd = openat(d->dir_fd, LOCK_FILE, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+                if (d->lock_fd < 0)
+                        return log_error_errno(-errno, "Failed to open %s/" LOCK_FILE ": %m", path);
+                if (flock(d->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+                        if (errno == EWOULDBLOCK)
+                                return log_error_errno(
+                                        -EBUSY, "State directory %s is in use by another process.", path);
+                        return log_error_errno(-errno, "Failed to lock %s/" LOCK_FILE ": %m", path);
+                }
+                if (mkdirat(d->dir_fd, PSRD_DIR, 0700) < 0 && errno != EEXIST)
+                        return log_error_errno(-errno, "Failed to create %s/" PSRD_DIR ": %m", path);
+        }
+
+        d->psrd_fd = openat(d->dir_fd, PSRD_DIR, O_RDONLY | O_DIRECTORY | O_CLOEXEC | O_NOFOLLOW);
+        if (d->psrd_fd < 0 && !(errno == ENOENT && (flags & STATE_OPEN_READ_ONLY)))
+                return log_error_errno(-errno, "Failed to open %s/" PSRD_DIR ": %m", path);
+
+        if (d->psrd_fd >= 0)
+                r = state_load(d);
+        else
+                r = state_fail(d, PSRD_DIR, "is missing");
+        if (r < 0)
+                return r;
+
+        if (event && !(flags & STATE_OPEN_READ_ONLY)) {
+                d->event = sd_event_ref(event);
+                r = sd_event_add_defer(event, &d->commit_source, on_commit, d);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_description(d->commit_source, "state-commit");
+                (void) sd_event_source_set_enabled(d->commit_source, SD_EVENT_OFF);
+                r = sd_event_add_time_relative(event, &d->checkpoint_timer, CLOCK_MONOTONIC,
+                                               (uint64_t) d->checkpoint_sec * 1000000u, 1000000u,
+                                               on_checkpoint, d);
+                if (r < 0)
+                        return r;
+                (void) sd_event_source_set_description(d->checkpoint_timer, "state-checkpoint");
+                (void) sd_event_source_set_enabled(d->checkpoint_timer, SD_EVENT_ON);
+        }
+
+        *ret = TAKE_PTR(d);
+        return 0;
+}
+
+StateDir *state_dir_free(StateDir *d) {
+        if (!d)
+                return NULL;
+
+        while (d->pools) {
+                StatePool *sp = d->pools;
+
+                d->pools = sp->next;
+                for (size_t i = 0; i < sp->pool->n_blocks; i++)
+                        state_block_free(sp->pool->blocks[i]->userdata);
+                /* A pool handed out belongs to its taker, who frees it. */
+                if (sp->taken)
+                        pool_set_observer(sp->pool, NULL, NULL);
+                else
+                        pool_free(sp->pool);
+                free(sp->peer);
+                free(sp);
+        }
+        record_list_free(d);
+        secret_buffer_done(&d->pending);
+        secret_buffer_done(&d->snapshot);
+        json_object_put(d->node);
+        sd_event_source_disable_unref(d->commit_source);
+        sd_event_source_disable_unref(d->checkpoint_timer);
+        sd_event_unref(d->event);
+        safe_close(d->journal_fd);
+        safe_close(d->psrd_fd);
+        safe_close(d->lock_fd);
+        safe_close(d->dir_fd);
+        free(d->path);
+        free(d->role);
+        free(d->name);
+        free(d);
+        return NULL;
+}
+
+const char *state_dir_path(const StateDir *d) {
+        return d ? d->path : NULL;
+}
+
+json_object *state_dir_node(const StateDir *d) {
+        return d ? d->node : NULL;
+}
+
+int state_dir_save_node(StateDir *d, json_object *data) {
+        int r;
+
+        if (!d)
+                return 0;
+        if (d->flags & STATE_OPEN_READ_ONLY)
+                return -EROFS;
+        r = state_write_node(d, data);
+        if (r < 0)
+                return r;
+        json_object_put(d->node);
+        d->node = json_object_get(data);
+        return 0;
+}
+
+int state_dir_take_pool(StateDir *d, const char *peer, PoolOwner owner, Pool **ret) {
+        StatePool *sp;
+        int r;
+
+        if (!d)
+                return pool_new(peer, owner, ret);
+        if (!name_is_valid(peer) || strlen(peer) >= PEER_NAME_MAX)
+                return -EINVAL;
+
+        sp = state_pool_find(d, peer, owner);
+        if (sp && sp->taken)
+                return -EBUSY;
+        if (!sp) {
+                r = state_pool_new(d, peer, owner, &sp);
+                if (r < 0)
+                        return r;
+        }
+        sp->taken = true;
+        pool_set_observer(sp->pool, state_pool_observer, sp);
+        *ret = sp->pool;
+        return 0;
+}
+
+static void state_pool_unlink(StateDir *d, StatePool *sp) {
+        for (StatePool **i = &d->pools; *i; i = &(*i)->next)
+                if (*i == sp) {
+                        *i = sp->next;
+                        break;
+                }
+        free(sp->peer);
+        free(sp);
+}
+
+void state_dir_release_pool(StateDir *d, Pool *p, bool destroy) {
+        StatePool *sp;
+
+        if (!d || !p)
+                return;
+        sp = state_pool_find_by_pool(d, p);
+        if (!sp)
+                return;
+
+        for (size_t i = 0; i < p->n_blocks; i++) {
+                StateBlock *sb = p->blocks[i]->userdata;
+
+                if (!sb)
+                        continue;
+                if (destroy)
+                        state_block_unlink(sb);
+                state_block_free(sb);
+        }
+        if (destroy && !(d->flags & STATE_OPEN_READ_ONLY))
+                (void) dir_sync(d);
+        pool_set_observer(p, NULL, NULL);
+        state_pool_unlink(d, sp);
+}
+
+size_t state_dir_drop_unclaimed(StateDir *d) {
+        size_t n = 0;
+
+        if (!d)
+                return 0;
+        for (StatePool *sp = d->pools, *next; sp; sp = next) {
+                next = sp->next;
+                if (sp->taken)
+                        continue;
+                log_notice("Destroying the stored PSRD of %s (%s pool, %zu blocks): %s is no longer known.",
+                           sp->peer, pool_owner_to_string(sp->owner), sp->pool->n_blocks, sp->peer);
+                n += sp->pool->n_blocks;
+                if (d->flags & STATE_OPEN_READ_ONLY)
+                        continue;
+                {
+                        Pool *p = sp->pool;
+
+                        state_dir_release_pool(d, p, true);
+                        pool_free(p);
+                }
+        }
+        return n;
+}
+
+int state_dir_replay(StateDir *d, StateRecordHandler handler, void *userdata) {
+        int r = 0;
+
+        if (!d)
+                return 0;
+        for (Record *rec = d->records; rec; rec = rec->next) {
+                r = handler(rec->type, rec->payload, rec->size, userdata);
+                if (r < 0)
+                        break;
+        }
+        record_list_free(d);
+        return r;
+}
+
+int state_dir_append(StateDir *d, uint8_t type, const void *payload, size_t size) {
+        int r;
+
+        if (!d)
+                return 0;
+        if (type < STATE_RECORD_USER || type == RECORD_END)
+                return -EINVAL;
+        if (d->failed)
+                return -EIO;
+        r = buffer_add_record(&d->pending, type, payload, size);
+        if (r < 0)
+                return r;
+        d->changed = true;
+        state_schedule_commit(d);
+        return 0;
+}
+
+void state_dir_set_pool_observer(StateDir *d, PoolObserver observer, void *userdata) {
+        if (!d)
+                return;
+        d->next_observer = observer;
+        d->next_observer_userdata = userdata;
+}
+
+void state_dir_set_snapshot_writer(StateDir *d, StateSnapshotWriter writer, void *userdata) {
+        if (!d)
+                return;
+        d->writer = writer;
+        d->writer_userdata = userdata;
+}
+
+int state_dir_snapshot_add(StateDir *d, uint8_t type, const void *payload, size_t size) {
+        int r;
+
+        if (!d)
+                return 0;
+        if (type < STATE_RECORD_USER || type == RECORD_END)
+                return -EINVAL;
+        r = buffer_add_record(&d->snapshot, type, payload, size);
+        if (r < 0)
+                return r;
+        d->n_snapshot++;
+        return 0;
+}
+
+int state_dir_checkpoint(StateDir *d) {
+        int r;
+
+        if (!d || (d->flags & STATE_OPEN_READ_ONLY))
+                return 0;
+        if (d->failed)
+                return -EIO;
+
+        r = state_dir_commit(d);
+        if (r < 0)
+                return r;
+        if (!d->changed && !d->unlinked && d->journal_size <= LOG_HEADER_SIZE)
+                return 0;
+
+        for (StatePool *sp = d->pools; sp; sp = sp->next)
+                for (size_t i = 0; i < sp->pool->n_blocks; i++) {
+                        StateBlock *sb = sp->pool->blocks[i]->userdata;
+
+                        if (sb && sb->dirty) {
+                                r = state_block_write(sb);
+                                if (r < 0)
+                                        goto fail;
+                        }
+                }
+        r = state_write_snapshot(d);
+        if (r < 0)
+                goto fail;
+        d->changed = false;
+        return 0;
+
+fail:
+        d->failed = true;
+        return r;
+}
+
+int state_dir_close(StateDir *d) {
+        if (!d || (d->flags & STATE_OPEN_READ_ONLY))
+                return 0;
+        for (StatePool *sp = d->pools; sp; sp = sp->next) {
+                if (sp->owner != POOL_OWNER_LOCAL)
+                        continue;
+                for (size_t i = 0; i < sp->pool->n_blocks; i++) {
+                        StateBlock *sb = sp->pool->blocks[i]->userdata;
+
+                        if (sb && sb->reserved > 0) {
+                                sb->reserved = 0;
+                                sb->dirty = true;
+                                d->changed = true;
+                        }
+                }
+        }
+        return state_dir_checkpoint(d);
+}
+
+int state_dir_set_checkpoint_interval(StateDir *d, unsigned sec) {
+        if (!d || !d->checkpoint_timer)
+                return 0;
+        d->checkpoint_sec = sec;
+        if (sec == 0)
+                return sd_event_source_set_enabled(d->checkpoint_timer, SD_EVENT_OFF);
+        (void) sd_event_source_set_time_relative(d->checkpoint_timer, (uint64_t) sec * 1000000u);
+        return sd_event_source_set_enabled(d->checkpoint_timer, SD_EVENT_ON);
+}
+
+bool state_dir_needs_commit(const StateDir *d) {
+        return d && d->needs_commit;
+}
+
+void state_dir_set_commit_callback(StateDir *d, StateCommitted callback, void *userdata) {
+        if (!d)
+                return;
+        d->committed = callback;
+        d->committed_userdata = userdata;
+}
+
+int state_dir_commit(StateDir *d) {
+        int r;
+
+        if (!d || (d->flags & STATE_OPEN_READ_ONLY))
+                return 0;
+        if (d->failed)
+                return -EIO;
+        if (d->commit_source)
+                (void) sd_event_source_set_enabled(d->commit_source, SD_EVENT_OFF);
+        if (!d->needs_commit && d->pending.size == 0)
+                return 0;
+
+        r = state_sync_journal(d);
+        if (r < 0) {
+                /* Nothing recorded can be promised any more: the node has to stop. */
+                d->failed = true;
+                if (d->committed)
+                        d->committed(d, r, d->committed_userdata);
+                return r;
+        }
+        d->needs_commit = false;
+        if (d->journal_size > JOURNAL_CHECKPOINT_SIZE && d->checkpoint_timer)
+                (void) sd_event_source_set_time_relative(d->checkpoint_timer, 0);
+        if (d->committed)
+                d->committed(d, 0, d->committed_userdata);
+        return 0;
+}
+
+int state_dir_list_pools(const StateDir *d, StatePoolInfo **ret, size_t *ret_n) {
+        StatePoolInfo *l = NULL;
+        size_t n = 0;
+
+        if (d)
+                for (const StatePool *sp = d->pools; sp; sp = sp->next) {
+                        StatePoolInfo *nl = reallocarray(l, n + 1, sizeof(StatePoolInfo));
+
+                        if (!nl) {
+                                free(l);
+                                return -ENOMEM;
+                        }
+                        l = nl;
+                        memset(&l[n], 0, sizeof(StatePoolInfo));
+                        (void) snprintf(l[n].peer, sizeof(l[n].peer), "%s", sp->peer);
+                        l[n].owner = sp->owner;
+                        pool_get_stats(sp->pool, &l[n].stats);
+                        n++;
+                }
+        *ret = l;
+        *ret_n = n;
+        return 0;
+}
+
+size_t state_dir_n_records(const StateDir *d) {
+        return d ? d->n_records : 0;
+}

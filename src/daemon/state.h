@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: MIT */
+#pragma once
+
+/* Durable node state: DESIGN.md "State and the one-time-pad invariant".
+ *
+ * One directory per node (StateDirectory= or --state-dir), owned by the service user, mode 0700:
+ *
+ *   lock        flock()ed while a process uses the directory
+ *   node.json   what changes rarely (registrations, encryptor lists), rewritten whole
+ *   psrd/UUID.blk one file per PSRD block: header, data (used bytes zero), used-byte bitmap
+ *   records     snapshot of the daemon's records (the hub's stored shares, the client's keys
+ *               awaiting delivery) as of the last checkpoint
+ *   journal     what changed since: PSRD ranges taken from a peer's pool and given back,
+ *               reservations of the node's own pools, records put and deleted
+ *
+ * Every file is written to a temporary name, synced and renamed, and the directory is synced;
+ * the journal is only appended to. Every file carries a format version and CRC-32 checksums, so a
+ * truncated or corrupted file is refused at start-up with its name, never used.
+ *
+ * The guarantees, and what they cost:
+ *  - PSRD a node sends with (its own pools) is reserved ahead in chunks: the reservation is synced
+ *    before any byte of it is handed out, and after a crash the reserved but unused bytes are
+ *    burned. One sync per chunk.
+ *  - PSRD a peer names (the peer's pools) is recorded in the journal as used; replies to requests
+ *    wait until it is synced (state_dir_needs_commit() gates them), and one sync per loop
+ *    iteration commits everything recorded meanwhile. A replayed message thus finds its bytes
+ *    used even after a crash.
+ *  - Bytes taken to check a MAC that fails are given back; the journal records that too.
+ *  - Used bytes are zero in memory at once and in the block files from the next checkpoint
+ *    (every CheckpointSec seconds with changes, when the journal grows large, and at exit).
+ *
+ * Every function accepts a NULL StateDir: that is the ephemeral mode, where state lives in memory
+ * only and nothing is written. */
+
+#include <json-c/json.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "macro.h"
+#include "psrd.h"
+
+typedef struct StateDir StateDir;
+
+/* Types of the daemon's own records: from STATE_RECORD_USER up to 255. */
+#define STATE_RECORD_USER     16u
+#define STATE_RECORD_SIZE_MAX 65535u
+
+typedef enum StateOpenFlags {
+        STATE_OPEN_READ_ONLY = 1 << 0, /* inspect only: no lock, nothing created or written */
+} StateOpenFlags;
+
+/* Opens (creating it when empty) the state of the node role/name in path and loads it: node.json,
+ * every block, the snapshot and the journal. Errors are logged naming the file:
+ *   -EBUSY     another process holds the directory
+ *   -EBADMSG   a file is corrupted, truncated or of an unknown format version
+ *   -EXDEV     the directory belongs to another node (role or name differ)
+ * and errors from the file system. event may be NULL in read-only mode. */
+int state_dir_open(sd_event *event, const char *path, const char *role, const char *name,
+                   StateOpenFlags flags, StateDir **ret);
+/* The final checkpoint of a clean stop: own pools keep only what was handed out (nothing reserved
+ * is burned at the next start). Changes after it are still recorded. */
+int state_dir_close(StateDir *d);
+/* Frees d without writing anything; pools handed out stop being recorded (their owner frees them). */
+StateDir *state_dir_free(StateDir *d);
+DEFINE_TRIVIAL_CLEANUP_FUNC(StateDir *, state_dir_free);
+const char *state_dir_path(const StateDir *d);
+
+/* The daemon's part of node.json as last saved (borrowed), or NULL on a fresh directory. */
+json_object *state_dir_node(const StateDir *d);
+/* Replaces node.json with data (the reference is not taken), synced before returning. */
+int state_dir_save_node(StateDir *d, json_object *data);
+
+/* A pool for the link to peer, with the blocks stored for it (none on a fresh start), observed so
+ * that every change is recorded. Without a StateDir this is pool_new(). */
+int state_dir_take_pool(StateDir *d, const char *peer, PoolOwner owner, Pool **ret);
+/* An observer of the daemon's own, told of every change to pools taken from d once it is recorded
+ * (a refused change is not passed on). */
+void state_dir_set_pool_observer(StateDir *d, PoolObserver observer, void *userdata);
+/* Stops recording p before it is freed: when destroy is set its files go too (the link was
+ * reset or ended), else they stay for the next start. Accepts NULL for either argument. */
+void state_dir_release_pool(StateDir *d, Pool *p, bool destroy);
+/* Destroys the stored blocks no pool was taken for (peers no longer known). Returns how many. */
+size_t state_dir_drop_unclaimed(StateDir *d);
+
+/* Loaded records, in the order they were put and not deleted since, for handler to rebuild the
+ * daemon's state; a negative return stops the replay and is returned. Call once, after open. */
+typedef int (*StateRecordHandler)(uint8_t type, const void *payload, size_t size, void *userdata);
+int state_dir_replay(StateDir *d, StateRecordHandler handler, void *userdata);
+/* Journals a record: a put (payload) or a deletion, whose meaning is the daemon's. Durable at the
+ * next commit. */
+int state_dir_append(StateDir *d, uint8_t type, const void *payload, size_t size);
+
+/* At a checkpoint the snapshot is rebuilt from what the writer adds with state_dir_snapshot_add()
+ * (the records live at that moment). */
+typedef int (*StateSnapshotWriter)(StateDir *d, void *userdata);
+void state_dir_set_snapshot_writer(StateDir *d, StateSnapshotWriter writer, void *userdata);
+int state_dir_snapshot_add(StateDir *d, uint8_t type, const void *payload, size_t size);
+int state_dir_checkpoint(StateDir *d);
+/* Seconds between checkpoints while there are changes; 0 disables the timer. */
+int state_dir_set_checkpoint_interval(StateDir *d, unsigned sec);
+
+/* Whether something was recorded that must be synced before a reply may leave. */
+bool state_dir_needs_commit(const StateDir *d);
+/* Called after each commit, e.g. to send the replies that waited for it; and on a failed commit
+ * with the error (the node must stop: it cannot promise anything any more). */
+typedef void (*StateCommitted)(StateDir *d, int error, void *userdata);
+void state_dir_set_commit_callback(StateDir *d, StateCommitted callback, void *userdata);
+/* Writes and syncs the journal now (normally done once per loop iteration). */
+int state_dir_commit(StateDir *d);
+
+/* What a read-only open found, for dskectl. */
+typedef struct StatePoolInfo {
+        char peer[64];
+        PoolOwner owner;
+        PoolStats stats;
+} StatePoolInfo;
+int state_dir_list_pools(const StateDir *d, StatePoolInfo **ret, size_t *ret_n);
+size_t state_dir_n_records(const StateDir *d);
