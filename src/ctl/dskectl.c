@@ -8,6 +8,7 @@
 #include "ctl-http.h"
 #include "ctl-keys.h"
 #include "ctl-node.h"
+#include "ctl-state.h"
 #include "log.h"
 #include "topology-run.h"
 
@@ -18,6 +19,7 @@ static const char *arg_http = NULL;
 static const char *arg_topology = NULL;
 static const char *arg_run_dir = NULL;
 static unsigned arg_base_port = 0;
+static bool arg_ephemeral = false;
 static uint64_t arg_timeout_usec = 0;
 static unsigned arg_size = 0;
 static unsigned arg_number = 1;
@@ -54,6 +56,10 @@ static int help(void) {
                "  decommission CLIENT       Unregister a client from every hub, destroy its\n"
                "                            PSRD and stop it (HTTP only)\n"
                "\n"
+               "State:\n"
+               "  check-state DIR           Check a node's state directory as the node would at\n"
+               "                            start-up (read only) and show its pools\n"
+               "\n"
                "Options:\n"
                "  -h --help                 Show this help\n"
                "     --version              Show the version\n"
@@ -68,6 +74,8 @@ static int help(void) {
                "                            else /tmp/dske-UID/NAME; NAME is FILE's base name)\n"
                "     --base-port N          Number the nodes' ports from N instead of the file's\n"
                "                            BasePort=\n"
+               "     --ephemeral            Start the nodes with their state in memory instead of\n"
+               "                            in the run directory\n"
                "     --timeout SEC          How long \"topology up\" waits for readiness\n"
                "     --size BITS            Key size (default: 256 for bench, the KME's default\n"
                "                            for get-key-pair)\n"
@@ -115,6 +123,7 @@ static int parse_argv(int argc, char *argv[]) {
                 ARG_HTTP,
                 ARG_RUN_DIR,
                 ARG_BASE_PORT,
+                ARG_EPHEMERAL,
                 ARG_TIMEOUT,
                 ARG_SIZE,
                 ARG_NUMBER,
@@ -133,6 +142,7 @@ static int parse_argv(int argc, char *argv[]) {
                 {"topology", required_argument, NULL, 't'},
                 {"run-dir", required_argument, NULL, ARG_RUN_DIR},
                 {"base-port", required_argument, NULL, ARG_BASE_PORT},
+                {"ephemeral", no_argument, NULL, ARG_EPHEMERAL},
                 {"timeout", required_argument, NULL, ARG_TIMEOUT},
                 {"size", required_argument, NULL, ARG_SIZE},
                 {"number", required_argument, NULL, ARG_NUMBER},
@@ -165,6 +175,9 @@ static int parse_argv(int argc, char *argv[]) {
                         break;
                 case ARG_RUN_DIR:
                         arg_run_dir = optarg;
+                        break;
+                case ARG_EPHEMERAL:
+                        arg_ephemeral = true;
                         break;
                 case ARG_BASE_PORT:
                         r = parse_unsigned_arg(optarg, "--base-port", 1, 65535, &v);
@@ -227,6 +240,7 @@ static TopologyRunOptions run_options(void) {
         return (TopologyRunOptions){
                 .run_dir = arg_run_dir,
                 .base_port = arg_base_port,
+                .ephemeral = arg_ephemeral,
                 .timeout_usec = arg_timeout_usec,
                 .json = arg_json,
         };
@@ -445,6 +459,12 @@ static int verb_bench(Ctl *ctl, int argc, char *argv[]) {
         return bench_run(ctl, argv[1], &o);
 }
 
+static int verb_check_state(Ctl *ctl, int argc, char *argv[]) {
+        (void) ctl;
+        (void) argc;
+        return check_state(argv[1], arg_json);
+}
+
 typedef struct Verb {
         const char *name;
         unsigned min_args, max_args; /* after the verb */
@@ -453,10 +473,15 @@ typedef struct Verb {
 
 /* Node commands pick their transport in verb_node(). */
 static const Verb verbs[] = {
-        {"topology", 2, 2, verb_topology}, {"get-key-pair", 2, 2, verb_get_key_pair},
-        {"bench", 1, 1, verb_bench},       {"status", 0, 1, verb_node},
-        {"peers", 0, 1, verb_node},        {"pools", 0, 1, verb_node},
-        {"stop", 0, 1, verb_node},         {"decommission", 0, 1, verb_node},
+        {"topology", 2, 2, verb_topology},
+        {"get-key-pair", 2, 2, verb_get_key_pair},
+        {"bench", 1, 1, verb_bench},
+        {"status", 0, 1, verb_node},
+        {"peers", 0, 1, verb_node},
+        {"pools", 0, 1, verb_node},
+        {"stop", 0, 1, verb_node},
+        {"decommission", 0, 1, verb_node},
+        {"check-state", 1, 1, verb_check_state},
 };
 
 static int dispatch(int argc, char *argv[]) {

@@ -319,6 +319,7 @@ typedef struct Up {
         sd_event_source *notify_source, *timeout_source, *poll_source, *sigint_source, *sigterm_source;
         int result; /* 0 while waiting, 1 when every node is ready, negative on failure */
         bool quiet;
+        bool ephemeral;
 } Up;
 
 static void up_done(Up *u) {
@@ -844,8 +845,10 @@ static int node_argv(const Up *u, const TopologyNode *n, const char *binary, con
         if (argv_add(a, "%s", binary) < 0 || argv_add(a, "%s", n->name) < 0 || argv_add(a, "--port") < 0 ||
             argv_add(a, "%u", n->port) < 0 || argv_add(a, "--address") < 0 ||
             argv_add(a, "%s", u->t->address) < 0 || argv_add(a, "--config") < 0 ||
-            argv_add(a, "%s", config) < 0 || argv_add(a, "--state-dir") < 0 ||
-            argv_add(a, "%s", state_dir) < 0)
+            argv_add(a, "%s", config) < 0)
+                return -ENOMEM;
+        if (u->ephemeral ? argv_add(a, "--ephemeral") < 0
+                         : argv_add(a, "--state-dir") < 0 || argv_add(a, "%s", state_dir) < 0)
                 return -ENOMEM;
 
         if (n->type != NODE_CLIENT)
@@ -1037,6 +1040,7 @@ int topology_up(Ctl *ctl, const char *path, const TopologyRunOptions *o) {
                 .dir = dir,
                 .notify_fd = -EBADF,
                 .quiet = o->quiet,
+                .ephemeral = o->ephemeral,
         };
         u.nodes = calloc(t->n_nodes, sizeof(RunNode));
         if (!u.nodes)

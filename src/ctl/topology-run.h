@@ -18,7 +18,8 @@ typedef struct TopologyRunOptions {
         unsigned base_port;    /* 0: from the file */
         uint64_t timeout_usec; /* 0: the file's ReadyTimeoutSec= */
         bool json;
-        bool quiet; /* print errors only */
+        bool quiet;     /* print errors only */
+        bool ephemeral; /* nodes keep their state in memory, not in the run directory */
 } TopologyRunOptions;
 
 int topology_up(Ctl *ctl, const char *path, const TopologyRunOptions *o);

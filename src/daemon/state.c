@@ -940,7 +940,7 @@ static int state_write_node(StateDir *d, json_object *data) {
 
 static int state_load_node(StateDir *d, const uint8_t *buf, size_t n) {
         _cleanup_(json_object_putp) json_object *o = NULL;
-        json_object *v;
+        json_object *v, *role, *name;
 
         o = json_tokener_parse((const char *) buf);
         if (!o || !json_object_is_type(o, json_type_object) || strlen((const char *) buf) != n)
@@ -952,11 +952,19 @@ static int state_load_node(StateDir *d, const uint8_t *buf, size_t n) {
                           d->path, json_object_get_int(v), STATE_VERSION);
                 return -EBADMSG;
         }
-        if (!json_object_object_get_ex(o, "role", &v) || !json_object_is_type(v, json_type_string) ||
-            !streq(json_object_get_string(v), d->role) || !json_object_object_get_ex(o, "name", &v) ||
-            !json_object_is_type(v, json_type_string) || !streq(json_object_get_string(v), d->name)) {
-                log_error("State directory %s belongs to another node (not %s %s).", d->path, d->role,
-                          d->name);
+        if (!json_object_object_get_ex(o, "role", &role) || !json_object_is_type(role, json_type_string) ||
+            !json_object_object_get_ex(o, "name", &name) || !json_object_is_type(name, json_type_string))
+                return state_fail(d, NODE_FILE, "does not name its node");
+        if (!d->role) {
+                /* Inspecting: the directory says whose it is. */
+                d->role = strdup(json_object_get_string(role));
+                d->name = strdup(json_object_get_string(name));
+                if (!d->role || !d->name)
+                        return -ENOMEM;
+        } else if (!streq(json_object_get_string(role), d->role) ||
+                   !streq(json_object_get_string(name), d->name)) {
+                log_error("State directory %s belongs to %s %s, not to %s %s.", d->path,
+                          json_object_get_string(role), json_object_get_string(name), d->role, d->name);
                 return -EXDEV;
         }
         if (json_object_object_get_ex(o, "data", &v) && !json_object_is_type(v, json_type_null))
@@ -1111,7 +1119,8 @@ int state_dir_open(sd_event *event, const char *path, const char *role, const ch
         _cleanup_(state_dir_freep) StateDir *d = NULL;
         int r;
 
-        assert(path && role && name && ret);
+        assert(path && ret);
+        assert((role && name) || (flags & STATE_OPEN_READ_ONLY));
 
         d = calloc(1, sizeof(StateDir));
         if (!d)
@@ -1120,9 +1129,9 @@ int state_dir_open(sd_event *event, const char *path, const char *role, const ch
         d->flags = flags;
         d->checkpoint_sec = CHECKPOINT_INTERVAL_DEFAULT;
         d->path = strdup(path);
-        d->role = strdup(role);
-        d->name = strdup(name);
-        if (!d->path || !d->role || !d->name)
+        d->role = role ? strdup(role) : NULL;
+        d->name = name ? strdup(name) : NULL;
+        if (!d->path || (role && !d->role) || (name && !d->name))
                 return -ENOMEM;
 
         d->dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -1212,6 +1221,14 @@ StateDir *state_dir_free(StateDir *d) {
 
 const char *state_dir_path(const StateDir *d) {
         return d ? d->path : NULL;
+}
+
+const char *state_dir_role(const StateDir *d) {
+        return d ? d->role : NULL;
+}
+
+const char *state_dir_name(const StateDir *d) {
+        return d ? d->name : NULL;
 }
 
 json_object *state_dir_node(const StateDir *d) {

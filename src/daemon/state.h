@@ -52,7 +52,8 @@ typedef enum StateOpenFlags {
 } StateOpenFlags;
 
 /* Opens (creating it when empty) the state of the node role/name in path and loads it: node.json,
- * every block, the snapshot and the journal. Errors are logged naming the file:
+ * every block, the snapshot and the journal. A read-only open may leave role and name NULL to
+ * accept any node's directory. Errors are logged naming the file:
  *   -EBUSY     another process holds the directory
  *   -EBADMSG   a file is corrupted, truncated or of an unknown format version
  *   -EXDEV     the directory belongs to another node (role or name differ)
@@ -66,6 +67,9 @@ int state_dir_close(StateDir *d);
 StateDir *state_dir_free(StateDir *d);
 DEFINE_TRIVIAL_CLEANUP_FUNC(StateDir *, state_dir_free);
 const char *state_dir_path(const StateDir *d);
+/* The node the directory belongs to; NULL for a read-only open of a directory without state. */
+const char *state_dir_role(const StateDir *d);
+const char *state_dir_name(const StateDir *d);
 
 /* The daemon's part of node.json as last saved (borrowed), or NULL on a fresh directory. */
 json_object *state_dir_node(const StateDir *d);

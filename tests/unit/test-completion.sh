@@ -63,7 +63,7 @@ check() {
 
 # Commands and their actions.
 check "topology" 1 dskectl to
-check "topology,get-key-pair,bench,status,peers,pools,stop,decommission,help" 1 dskectl ""
+check "topology,get-key-pair,bench,status,peers,pools,stop,decommission,check-state,help" 1 dskectl ""
 check "peers,pools" 1 dskectl p
 check "status,stop" 1 dskectl st
 check "up,down,status" 2 dskectl topology ""
