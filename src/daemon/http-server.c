@@ -36,7 +36,6 @@ typedef enum RequestState {
         REQUEST_RECEIVING, /* headers and body arriving */
         REQUEST_HANDLING,  /* inside the handler */
         REQUEST_KEPT,      /* the connection is suspended until the application replies */
-        REQUEST_HELD,      /* replied, but the reply gate holds the response back */
         REQUEST_REPLIED,   /* a response is stored and waits to be queued */
         REQUEST_SENDING,   /* the response is queued on the connection */
         REQUEST_RELEASED,  /* the application gave up; the connection is to be closed */
@@ -45,7 +44,7 @@ typedef enum RequestState {
 struct HttpRequest {
         HttpServer *server;
         struct MHD_Connection *connection;
-        HttpRequest *prev, *next; /* the server's pending list while kept or held, else its free list */
+        HttpRequest *prev, *next; /* the server's pending list while kept, else its free list */
         RequestState state;
         bool started;
         bool too_large;
@@ -77,8 +76,6 @@ struct HttpServer {
 
         HttpHandler handler;
         void *userdata;
-        HttpReplyGate gate;
-        void *gate_userdata;
         size_t max_body_size;
         uint16_t port;
         bool quiesced;
@@ -206,10 +203,6 @@ static void server_resume(HttpServer *s, HttpRequest *r) {
                 log_warning_errno(k, "HTTP server: failed to schedule a resumed connection: %m");
 }
 
-static bool server_gate_closed(HttpServer *s) {
-        return s->gate && s->gate(s->gate_userdata);
-}
-
 static int request_can_reply(const HttpRequest *r, unsigned status) {
         if (status < 200 || status > 599)
                 return -EINVAL;
@@ -238,14 +231,8 @@ static int request_set_response(HttpRequest *r, unsigned status, const char *con
 
         r->response = resp;
         r->status = status;
-        if (r->state == REQUEST_KEPT) {
-                if (server_gate_closed(r->server)) {
-                        /* Stays suspended and pending until http_server_release_held(). */
-                        r->state = REQUEST_HELD;
-                        return 0;
-                }
+        if (r->state == REQUEST_KEPT)
                 server_resume(r->server, r);
-        }
         r->state = REQUEST_REPLIED;
         return 0;
 
@@ -431,25 +418,7 @@ int http_request_add_header(HttpRequest *r, const char *name, const char *value)
 
 bool http_request_replied(const HttpRequest *r) {
         assert(r);
-        return r->state == REQUEST_HELD || r->state == REQUEST_REPLIED || r->state == REQUEST_SENDING;
-}
-
-void http_server_set_reply_gate(HttpServer *s, HttpReplyGate gate, void *userdata) {
-        assert(s);
-        s->gate = gate;
-        s->gate_userdata = userdata;
-}
-
-void http_server_release_held(HttpServer *s) {
-        if (!s)
-                return;
-        for (HttpRequest *r = s->pending_head, *next; r; r = next) {
-                next = r->next;
-                if (r->state != REQUEST_HELD)
-                        continue;
-                server_resume(s, r);
-                r->state = REQUEST_REPLIED;
-        }
+        return r->state == REQUEST_REPLIED || r->state == REQUEST_SENDING;
 }
 
 void http_request_release(HttpRequest *r) {
@@ -613,9 +582,7 @@ static void server_request_completed(void *cls, struct MHD_Connection *connectio
         *req_cls = NULL;
         if (!r || r->orphaned)
                 return;
-        if (r->state == REQUEST_HELD)
-                server_pending_remove(s, r);
-        else if (r->state == REQUEST_KEPT) {
+        if (r->state == REQUEST_KEPT) {
                 /* The application still holds it: it is freed on its reply or release. */
                 server_pending_remove(s, r);
                 request_orphan(r);
@@ -713,12 +680,6 @@ static enum MHD_Result request_dispatch(HttpServer *s, HttpRequest *r) {
                 MHD_suspend_connection(r->connection);
                 return MHD_YES;
         case REQUEST_REPLIED:
-                if (server_gate_closed(s)) {
-                        r->state = REQUEST_HELD;
-                        server_pending_add(s, r);
-                        MHD_suspend_connection(r->connection);
-                        return MHD_YES;
-                }
                 return request_queue(r);
         default:
                 /* Released from within the handler: close the connection without an answer. */
@@ -752,7 +713,7 @@ static enum MHD_Result server_access(void *cls, struct MHD_Connection *connectio
                         return request_reply_too_large(r);
                 return request_dispatch(s, r);
         case REQUEST_REPLIED:
-                /* Resumed after a reply to a kept request, or released by the reply gate. */
+                /* Resumed after a reply to a kept request. */
                 return request_queue(r);
         default:
                 return MHD_NO;
@@ -990,11 +951,7 @@ HttpServer *http_server_free(HttpServer *s) {
                 server_pending_remove(s, r);
                 if (s->daemon)
                         MHD_resume_connection(r->connection);
-                if (r->state == REQUEST_HELD)
-                        /* The server's own: recycled when MHD closes its connection below. */
-                        r->state = REQUEST_REPLIED;
-                else
-                        request_orphan(r);
+                request_orphan(r);
         }
 
         s->io_source = sd_event_source_disable_unref(s->io_source);

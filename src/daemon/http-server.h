@@ -48,13 +48,7 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer *, http_server_free);
 uint16_t http_server_get_port(const HttpServer *s);
 /* Stops accepting new connections; requests in progress and kept ones still complete. */
 int http_server_quiesce(HttpServer *s);
-/* A reply gate holds replies back while it returns true: their connections stay suspended until
- * http_server_release_held(). State that must be durable before a reply leaves closes it (see
- * state.h); held replies count as pending. */
-typedef bool (*HttpReplyGate)(void *userdata);
-void http_server_set_reply_gate(HttpServer *s, HttpReplyGate gate, void *userdata);
-void http_server_release_held(HttpServer *s);
-/* Number of requests kept by handlers and not yet replied to, or held by the reply gate. */
+/* Number of requests kept by handlers and not yet replied to. */
 size_t http_server_pending(const HttpServer *s);
 /* Connections open now; *ret_accepted (optional) gets how many were accepted since the start. */
 size_t http_server_connections(const HttpServer *s, uint64_t *ret_accepted);
