@@ -301,6 +301,8 @@ static void exchange_classify_error(HubExchange *x, const HttpResponse *response
         hub_error_parse(response, &e);
         if (e.client_not_registered)
                 peer_hub_lost_registration(x->hub, x->generation);
+        if (e.block_rejected && exchange_pools_current(x))
+                peer_hub_retire_local_block(x->hub, &e.block_uuid);
         if (e.out_of_psrd)
                 peer_hub_hub_pool_low(x->hub);
 

@@ -196,6 +196,13 @@ void hub_error_parse(const HttpResponse *response, HubError *ret) {
         ret->out_of_psrd = response->status == 503 && json_object_object_get_ex(o, "details", &details) &&
                            json_object_is_type(details, json_type_object) &&
                            json_object_object_get_ex(details, "pool_available_bytes", NULL);
+        ret->block_rejected = response->status == 400 &&
+                              (streq(ret->message, "Invalid PSRD block UUID.") ||
+                               streq(ret->message, "Attempt to use PSRD data more than once.")) &&
+                              json_object_object_get_ex(o, "details", &details) &&
+                              json_object_object_get_ex(details, "block_uuid", &v) &&
+                              json_object_is_type(v, json_type_string) &&
+                              uuid_from_string(json_object_get_string(v), &ret->block_uuid) >= 0;
 }
 
 static void peer_hub_describe_failure(PeerHub *p, const char *what, int error, const char *message,
@@ -604,6 +611,18 @@ static uint64_t block_retire(Pool *pool, Block *b) {
                 burnt += a->size;
         }
         return burnt;
+}
+
+void peer_hub_retire_local_block(PeerHub *p, const Uuid *uuid) {
+        char id[UUID_STRING_MAX];
+        Block *b;
+
+        b = pool_find_block(p->local_pool, uuid);
+        if (!b)
+                return;
+        log_notice("Hub %s rejected PSRD block %s: no longer using it (%" PRIu64 " bytes retired).", p->name,
+                   uuid_to_string(uuid, id), block_retire(p->local_pool, b));
+        peer_hub_after_use(p);
 }
 
 /* R4: bytes the hub allocated for replies that never arrived (timed out, lost) stay unused in this

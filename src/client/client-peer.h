@@ -101,6 +101,8 @@ void peer_hub_note_reachable(PeerHub *p);
 /* The hub answered 400 ClientNotRegistered to a request of the given generation: it lost our
  * registration (restarted). Answers about older generations are ignored. */
 void peer_hub_lost_registration(PeerHub *p, uint64_t generation);
+/* Stops using a block of the client-owned pool that the hub rejected (HubError.block_rejected). */
+void peer_hub_retire_local_block(PeerHub *p, const Uuid *uuid);
 /* The hub reported its copy of the hub-owned pool is low (503 with pool_available_bytes). */
 void peer_hub_hub_pool_low(PeerHub *p);
 /* Drops fully used blocks and refills pools under their threshold. */
@@ -121,5 +123,10 @@ typedef struct HubError {
         char message[128];
         bool client_not_registered;
         bool out_of_psrd;
+        /* The hub does not have, or has used, bytes of this block of ours ("Invalid PSRD block
+         * UUID.", "Attempt to use PSRD data more than once."): the pools disagree, as after the
+         * hub's system went down and it burned blocks whose use was not yet on disk. */
+        bool block_rejected;
+        Uuid block_uuid;
 } HubError;
 void hub_error_parse(const HttpResponse *response, HubError *ret);

@@ -77,6 +77,13 @@ static int restore_hubs(Manager *m) {
                 for (size_t j = 0; j < m->n_hubs; j++) {
                         if (!streq(m->hubs[j]->url, json_object_get_string(url)))
                                 continue;
+                        if (state_dir_peer_burned(m->state, json_object_get_string(name))) {
+                                /* The hub would go on naming bytes we burned: start afresh with it. */
+                                log_notice(
+                                        "Hub %s: PSRD burned after the system went down; registering again.",
+                                        json_object_get_string(name));
+                                break;
+                        }
                         r = peer_hub_restore(m->hubs[j], json_object_get_string(name));
                         if (r < 0)
                                 return log_error_errno(r, "Failed to restore hub %s: %m",
@@ -90,6 +97,15 @@ bad:
         log_error("State file %s/node.json does not describe the client's hubs; refusing to use it.",
                   state_dir_path(m->state));
         return -EBADMSG;
+}
+
+static void on_state_failed(StateDir *d, int error, void *userdata) {
+        Manager *m = userdata;
+
+        (void) d;
+        log_error_errno(error, "The state directory failed: %m. Stopping, as nothing can be recorded.");
+        m->failed = true;
+        manager_begin_stop(m);
 }
 
 int client_state_restore(Manager *m) {
@@ -116,37 +132,10 @@ int client_state_restore(Manager *m) {
         key_store_set_state(m->keys, m->state);
         state_dir_set_snapshot_writer(m->state, write_snapshot, m);
         state_dir_set_pool_observer(m->state, manager_pool_observer, m);
+        state_dir_set_failure_callback(m->state, on_state_failed, m);
         log_info("State restored from %s: %u hub registration(s), %zu key(s) awaiting delivery.",
                  m->config.state_dir, manager_hubs_ready(m), key_store_size(m->keys));
         return 0;
-}
-
-static bool reply_gate(void *userdata) {
-        Manager *m = userdata;
-
-        return state_dir_needs_commit(m->state);
-}
-
-static void on_committed(StateDir *d, int error, void *userdata) {
-        Manager *m = userdata;
-
-        (void) d;
-        if (error < 0) {
-                /* Replies waiting for this commit are never sent: their connections close. */
-                log_error_errno(error,
-                                "The state directory failed: %m. Stopping, as nothing can be recorded.");
-                m->failed = true;
-                manager_begin_stop(m);
-                return;
-        }
-        http_server_release_held(m->server);
-}
-
-void client_state_attach_server(Manager *m) {
-        if (!m->state)
-                return;
-        http_server_set_reply_gate(m->server, reply_gate, m);
-        state_dir_set_commit_callback(m->state, on_committed, m);
 }
 
 void client_state_close(Manager *m) {

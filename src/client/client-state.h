@@ -12,8 +12,6 @@ int client_state_open(Manager *m);
 /* Once the hubs exist: resumes their recorded registrations, restores the stored keys and
  * destroys the PSRD of hubs no longer configured. */
 int client_state_restore(Manager *m);
-/* Once the HTTP server exists: replies wait for the state they depend on to be durable. */
-void client_state_attach_server(Manager *m);
 /* Writes the final checkpoint. */
 void client_state_close(Manager *m);
 /* Rewrites node.json after a registration was gained or lost. */

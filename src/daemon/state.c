@@ -18,6 +18,7 @@
 #include "log.h"
 #include "secret.h"
 #include "state.h"
+#include <systemd/sd-id128.h>
 
 #define STATE_VERSION 1u
 
@@ -33,8 +34,10 @@
 #define RECORDS_MAGIC "DSKEREC1"
 #define BLOCK_MAGIC   "DSKEPSR1"
 
-/* File header of the journal and the snapshot: magic, generation, CRC of the two. */
-#define LOG_HEADER_SIZE 20u
+/* File header of the journal and the snapshot: magic, generation, boot ID of the system that
+ * wrote it, CRC of the three. */
+#define LOG_HEADER_SIZE 36u
+#define LOG_HEADER_CRC  32u
 /* Record header: CRC of the rest, type, zero, payload size. */
 #define RECORD_HEADER_SIZE 8u
 
@@ -43,6 +46,7 @@ enum {
         RECORD_PSRD_USED = 1,     /* a peer named these bytes: used (journal only) */
         RECORD_PSRD_RETURNED = 2, /* ... given back after a failed MAC check */
         RECORD_PSRD_RESERVED = 3, /* own pool: bytes up to start may have been handed out */
+        RECORD_PSRD_ACTIVE = 4,   /* peer's pool: bytes of this block are taken, maybe not synced */
         RECORD_END = 255,         /* closes the snapshot; payload: number of records */
 };
 
@@ -52,6 +56,8 @@ enum {
 
 /* Own pools are reserved this far ahead of what was handed out: one sync per chunk. */
 #define RESERVE_CHUNK (64u * 1024u)
+/* Journal writes are synced this long after the first unsynced one. */
+#define SYNC_DELAY_USEC (200u * 1000u)
 /* The journal is folded into a checkpoint once it is this large. */
 #define JOURNAL_CHECKPOINT_SIZE     (4u * 1024u * 1024u)
 #define CHECKPOINT_INTERVAL_DEFAULT 10u
@@ -64,6 +70,7 @@ typedef struct StateBlock {
         uint64_t seq;      /* arrival order across the node, kept in the file */
         size_t reserved;   /* own pools: bytes below may have been handed out */
         bool dirty;        /* memory differs from the file */
+        bool active;       /* peer's pool: taken from since the last checkpoint (a synced record says so) */
         uint8_t *replayed; /* while loading: the journal's used bits for this block */
 } StateBlock;
 
@@ -73,6 +80,7 @@ struct StatePool {
         PoolOwner owner;
         Pool *pool;
         bool taken;
+        bool burned; /* whole blocks were burned at load: their takes may not have been synced */
         StatePool *next;
 };
 
@@ -110,8 +118,10 @@ struct StateDir {
         Record *records, *records_tail;
         size_t n_records;
 
+        uint8_t boot_id[16];
+
         SecretBuffer pending; /* journal records not written yet */
-        bool needs_commit;
+        bool unsynced;
         bool changed;  /* something a checkpoint would write */
         bool unlinked; /* files removed since the directory was last synced */
         bool failed;
@@ -121,13 +131,13 @@ struct StateDir {
         StateSnapshotWriter writer;
         void *writer_userdata;
 
-        StateCommitted committed;
-        void *committed_userdata;
+        StateFailed failed_callback;
+        void *failed_userdata;
 
         PoolObserver next_observer;
         void *next_observer_userdata;
 
-        sd_event_source *commit_source;
+        sd_event_source *sync_timer;
         sd_event_source *checkpoint_timer;
         unsigned checkpoint_sec;
 };
@@ -276,10 +286,12 @@ static int state_fail(const StateDir *d, const char *file, const char *what) {
         return log_error_errno(-EBADMSG, "State file %s/%s %s; refusing to use it.", d->path, file, what);
 }
 
-static void log_header_build(uint8_t h[LOG_HEADER_SIZE], const char *magic, uint64_t generation) {
+static void log_header_build(uint8_t h[LOG_HEADER_SIZE], const char *magic, uint64_t generation,
+                             const uint8_t boot_id[16]) {
         memcpy(h, magic, 8);
         put_le64(h + 8, generation);
-        put_le32(h + 16, crc32_update(0, h, 16));
+        memcpy(h + 16, boot_id, 16);
+        put_le32(h + LOG_HEADER_CRC, crc32_update(0, h, LOG_HEADER_CRC));
 }
 
 static size_t record_build(uint8_t h[RECORD_HEADER_SIZE], uint8_t type, const void *payload, size_t size) {
@@ -438,6 +450,15 @@ static int dir_sync(StateDir *d) {
         return 0;
 }
 
+static void state_failed(StateDir *d, int error) {
+        /* Nothing can be recorded any more, so nothing may be promised: the node has to stop. */
+        d->failed = true;
+        if (d->failed_callback)
+                d->failed_callback(d, error, d->failed_userdata);
+}
+
+/* Hands the pending records to the kernel: from here they survive the process (kill -9), and the
+ * sync timer makes them survive the system within SYNC_DELAY_USEC. */
 static int state_journal_write(StateDir *d) {
         struct iovec iov = {d->pending.data, d->pending.size};
         int r;
@@ -448,28 +469,21 @@ static int state_journal_write(StateDir *d) {
         if (r < 0) {
                 /* Cut off a partial record, so the journal stays readable. */
                 (void) ftruncate(d->journal_fd, (off_t) d->journal_size);
-                return log_error_errno(r, "Failed to write %s/" JOURNAL_FILE ": %m", d->path);
+                secret_buffer_clear(&d->pending);
+                log_error_errno(r, "Failed to write %s/" JOURNAL_FILE ": %m", d->path);
+                state_failed(d, r);
+                return r;
         }
         d->journal_size += d->pending.size;
         secret_buffer_clear(&d->pending);
+        if (!d->unsynced && d->sync_timer) {
+                (void) sd_event_source_set_time_relative(d->sync_timer, SYNC_DELAY_USEC);
+                (void) sd_event_source_set_enabled(d->sync_timer, SD_EVENT_ONESHOT);
+        }
+        d->unsynced = true;
+        if (d->journal_size > JOURNAL_CHECKPOINT_SIZE && d->checkpoint_timer)
+                (void) sd_event_source_set_time_relative(d->checkpoint_timer, 0);
         return 0;
-}
-
-static int state_sync_journal(StateDir *d) {
-        int r;
-
-        r = state_journal_write(d);
-        if (r < 0)
-                return r;
-        if (fdatasync(d->journal_fd) < 0)
-                return log_error_errno(-errno, "Failed to sync %s/" JOURNAL_FILE ": %m", d->path);
-        return 0;
-}
-
-static void state_schedule_commit(StateDir *d) {
-        d->needs_commit = true;
-        if (d->commit_source)
-                (void) sd_event_source_set_enabled(d->commit_source, SD_EVENT_ONESHOT);
 }
 
 static int psrd_record(StateDir *d, uint8_t type, const StatePool *sp, const Block *b, uint64_t start,
@@ -495,7 +509,7 @@ static int state_block_reserve(StateBlock *sb, size_t end) {
         if (r < 0)
                 return r;
         /* The bytes leave the process soon after this returns: the reservation is durable first. */
-        r = state_dir_commit(d);
+        r = state_dir_sync(d);
         if (r < 0)
                 return r;
         sb->reserved = want;
@@ -551,11 +565,20 @@ static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t 
                 d->changed = true;
                 if (sp->owner == POOL_OWNER_LOCAL)
                         return start + size > sb->reserved ? state_block_reserve(sb, start + size) : 0;
+                if (!sb->active) {
+                        /* A reboot may lose takes not synced yet: this synced record makes the next
+                         * start burn the whole block then, rather than accept a replay. */
+                        r = psrd_record(d, RECORD_PSRD_ACTIVE, sp, b, 0, 0);
+                        if (r >= 0)
+                                r = state_dir_sync(d);
+                        if (r < 0)
+                                return r;
+                        sb->active = true;
+                }
                 r = psrd_record(d, RECORD_PSRD_USED, sp, b, start, size);
                 if (r < 0)
                         return r;
-                state_schedule_commit(d);
-                return 0;
+                return state_journal_write(d);
 
         case PSRD_CHANGE_GIVEN_BACK:
                 if (!sb)
@@ -564,7 +587,7 @@ static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t 
                 d->changed = true;
                 if (sp->owner == POOL_OWNER_PEER &&
                     psrd_record(d, RECORD_PSRD_RETURNED, sp, b, start, size) >= 0)
-                        state_schedule_commit(d);
+                        (void) state_journal_write(d);
                 return 0;
 
         case PSRD_CHANGE_BLOCK_DROPPED:
@@ -789,6 +812,10 @@ static int apply_psrd_record(StateDir *d, uint8_t type, const uint8_t *p, size_t
                 return 0; /* the block was dropped since: fully used */
         sb = b->userdata;
 
+        if (type == RECORD_PSRD_ACTIVE) {
+                sb->active = true;
+                return 0;
+        }
         if (type == RECORD_PSRD_RESERVED) {
                 if (start > b->size)
                         return -EBADMSG;
@@ -812,15 +839,22 @@ static int apply_psrd_record(StateDir *d, uint8_t type, const uint8_t *p, size_t
 }
 
 /* Parses a journal or snapshot; records go to the list, PSRD ranges to their blocks. */
+static bool log_header_valid(const uint8_t *buf, size_t n, const char *magic) {
+        return n >= LOG_HEADER_SIZE && memcmp(buf, magic, 8) == 0 &&
+               get_le32(buf + LOG_HEADER_CRC) == crc32_update(0, buf, LOG_HEADER_CRC);
+}
+
+/* Parses a journal or snapshot; records go to the list, PSRD ranges to their blocks. With
+ * tolerate_tail (a journal of an earlier boot, which may end in writes the crash did not sync), a
+ * damaged end is cut off rather than refused. */
 static int state_parse_log(StateDir *d, const char *file, const char *magic, const uint8_t *buf, size_t n,
-                           uint64_t *ret_generation) {
+                           bool tolerate_tail, uint64_t *ret_generation) {
         size_t off = LOG_HEADER_SIZE;
         bool snapshot = streq(magic, RECORDS_MAGIC), ended = false;
         uint64_t count = 0;
         int r;
 
-        if (n < LOG_HEADER_SIZE || memcmp(buf, magic, 8) != 0 ||
-            get_le32(buf + 16) != crc32_update(0, buf, 16))
+        if (!log_header_valid(buf, n, magic))
                 return state_fail(d, file, "has a bad header");
 
         while (off < n) {
@@ -830,15 +864,25 @@ static int state_parse_log(StateDir *d, const char *file, const char *magic, con
 
                 if (ended)
                         return state_fail(d, file, "has data after its end");
-                if (n - off < RECORD_HEADER_SIZE)
-                        return state_fail(d, file, "ends in a truncated record");
+                if (n - off < RECORD_HEADER_SIZE ||
+                    n - off - RECORD_HEADER_SIZE < ((size_t) buf[off + 6] | (size_t) buf[off + 7] << 8) ||
+                    get_le32(buf + off) !=
+                            crc32_update(crc32_update(0, buf + off + 4, 4), buf + off + RECORD_HEADER_SIZE,
+                                         (size_t) buf[off + 6] | (size_t) buf[off + 7] << 8)) {
+                        if (!tolerate_tail)
+                                return state_fail(d, file,
+                                                  n - off < RECORD_HEADER_SIZE
+                                                          ? "ends in a truncated record"
+                                                          : "has a truncated or damaged record");
+                        log_notice(
+                                "State file %s/%s: dropping %zu bytes of writes the system lost before its "
+                                "restart.",
+                                d->path, file, n - off);
+                        break;
+                }
                 type = buf[off + 4];
                 size = (size_t) buf[off + 6] | (size_t) buf[off + 7] << 8;
-                if (n - off - RECORD_HEADER_SIZE < size)
-                        return state_fail(d, file, "ends in a truncated record");
                 payload = buf + off + RECORD_HEADER_SIZE;
-                if (get_le32(buf + off) != crc32_update(crc32_update(0, buf + off + 4, 4), payload, size))
-                        return state_fail(d, file, "has a record with a bad checksum");
 
                 if (type == RECORD_END) {
                         if (!snapshot || size != 8 || get_le64(payload) != count)
@@ -849,7 +893,7 @@ static int state_parse_log(StateDir *d, const char *file, const char *magic, con
                         if (r < 0)
                                 return r;
                         count++;
-                } else if (!snapshot && type >= RECORD_PSRD_USED && type <= RECORD_PSRD_RESERVED) {
+                } else if (!snapshot && type >= RECORD_PSRD_USED && type <= RECORD_PSRD_ACTIVE) {
                         r = apply_psrd_record(d, type, payload, size);
                         if (r == -EBADMSG)
                                 return state_fail(d, file, "has a malformed PSRD record");
@@ -868,11 +912,18 @@ static int state_parse_log(StateDir *d, const char *file, const char *magic, con
 
 /* Applies the journal's PSRD ranges and the reservations: after a crash, every byte a pool of ours
  * may have handed out is used. */
-static void state_settle_blocks(StateDir *d) {
+static void state_settle_blocks(StateDir *d, bool rebooted) {
         for (StatePool *sp = d->pools; sp; sp = sp->next)
                 for (size_t i = 0; i < sp->pool->n_blocks; i++) {
                         Block *b = sp->pool->blocks[i];
                         StateBlock *sb = b->userdata;
+
+                        /* The system went down with takes of this block perhaps not on disk: none of
+                         * its bytes may be trusted to be unused. */
+                        if (rebooted && sb->active && block_burn(b, 0, b->size) > 0) {
+                                sp->burned = true;
+                                sb->dirty = true;
+                        }
 
                         if (sb->replayed) {
                                 if (block_burn_bitmap(b, sb->replayed))
@@ -906,7 +957,7 @@ static int state_new_journal(StateDir *d) {
         uint8_t h[LOG_HEADER_SIZE];
         int r;
 
-        log_header_build(h, JOURNAL_MAGIC, d->generation);
+        log_header_build(h, JOURNAL_MAGIC, d->generation, d->boot_id);
         r = write_file_atomic(d->dir_fd, JOURNAL_FILE, &(struct iovec){h, sizeof(h)}, 1);
         if (r < 0)
                 return log_error_errno(r, "Failed to write %s/" JOURNAL_FILE ": %m", d->path);
@@ -979,7 +1030,7 @@ static int state_write_snapshot(StateDir *d) {
 
         secret_buffer_clear(&d->snapshot);
         d->n_snapshot = 0;
-        log_header_build(h, RECORDS_MAGIC, d->generation + 1);
+        log_header_build(h, RECORDS_MAGIC, d->generation + 1, d->boot_id);
         r = secret_buffer_append(&d->snapshot, h, sizeof(h));
         if (r < 0)
                 return r;
@@ -1013,6 +1064,43 @@ static int state_write_snapshot(StateDir *d) {
         return state_new_journal(d);
 }
 
+/* Writes the blocks that changed and a snapshot, and starts a new journal: everything is then in
+ * synced files, and no block of a peer's pool has unsynced takes. */
+static int state_checkpoint(StateDir *d) {
+        int r;
+
+        r = state_journal_write(d);
+        if (r < 0)
+                return r;
+        for (StatePool *sp = d->pools; sp; sp = sp->next)
+                for (size_t i = 0; i < sp->pool->n_blocks; i++) {
+                        StateBlock *sb = sp->pool->blocks[i]->userdata;
+
+                        if (sb && sb->dirty) {
+                                r = state_block_write(sb);
+                                if (r < 0)
+                                        goto fail;
+                        }
+                }
+        r = state_write_snapshot(d);
+        if (r < 0)
+                goto fail;
+        for (StatePool *sp = d->pools; sp; sp = sp->next)
+                for (size_t i = 0; i < sp->pool->n_blocks; i++) {
+                        StateBlock *sb = sp->pool->blocks[i]->userdata;
+
+                        if (sb)
+                                sb->active = false;
+                }
+        d->changed = false;
+        d->unsynced = false;
+        return 0;
+
+fail:
+        state_failed(d, r);
+        return r;
+}
+
 static int state_create(StateDir *d) {
         int r;
 
@@ -1028,7 +1116,7 @@ static int state_load(StateDir *d) {
         _cleanup_free_ uint8_t *node = NULL, *records = NULL, *journal = NULL;
         size_t n_node = 0, n_records = 0, n_journal = 0;
         uint64_t gen_records, gen_journal;
-        bool any_blocks = false;
+        bool any_blocks = false, other_boot, rebooted = false;
         int r;
 
         r = read_file(d->dir_fd, NODE_FILE, &node, &n_node);
@@ -1057,7 +1145,7 @@ static int state_load(StateDir *d) {
                 return state_fail(d, RECORDS_FILE, "is missing");
         if (r < 0)
                 return log_error_errno(r, "Failed to read %s/" RECORDS_FILE ": %m", d->path);
-        r = state_parse_log(d, RECORDS_FILE, RECORDS_MAGIC, records, n_records, &gen_records);
+        r = state_parse_log(d, RECORDS_FILE, RECORDS_MAGIC, records, n_records, false, &gen_records);
         explicit_bzero(records, n_records);
         if (r < 0)
                 return r;
@@ -1067,12 +1155,15 @@ static int state_load(StateDir *d) {
                 return state_fail(d, JOURNAL_FILE, "is missing");
         if (r < 0)
                 return log_error_errno(r, "Failed to read %s/" JOURNAL_FILE ": %m", d->path);
-        if (n_journal >= LOG_HEADER_SIZE && memcmp(journal, JOURNAL_MAGIC, 8) == 0 &&
-            get_le64(journal + 8) < gen_records && get_le32(journal + 16) == crc32_update(0, journal, 16))
+        other_boot = log_header_valid(journal, n_journal, JOURNAL_MAGIC) &&
+                     memcmp(journal + 16, d->boot_id, 16) != 0;
+        if (log_header_valid(journal, n_journal, JOURNAL_MAGIC) && get_le64(journal + 8) < gen_records)
                 /* A checkpoint was cut short after its snapshot: the snapshot has it all. */
                 gen_journal = get_le64(journal + 8);
         else {
-                r = state_parse_log(d, JOURNAL_FILE, JOURNAL_MAGIC, journal, n_journal, &gen_journal);
+                rebooted = other_boot;
+                r = state_parse_log(d, JOURNAL_FILE, JOURNAL_MAGIC, journal, n_journal, rebooted,
+                                    &gen_journal);
                 explicit_bzero(journal, n_journal);
                 if (r < 0)
                         return r;
@@ -1082,33 +1173,34 @@ static int state_load(StateDir *d) {
         }
         d->generation = gen_records;
 
-        state_settle_blocks(d);
+        state_settle_blocks(d, rebooted);
 
         if (d->flags & STATE_OPEN_READ_ONLY)
                 return 0;
         if (gen_journal != gen_records)
                 return state_new_journal(d);
-        return state_open_journal(d);
+        r = state_open_journal(d);
+        if (r < 0)
+                return r;
+        /* A journal names the boot it was written in: fold one of an earlier boot into a checkpoint,
+         * so that only this boot's writes are ever in question. */
+        return other_boot ? state_checkpoint(d) : 0;
 }
 
 /* ---- event loop ---- */
 
-static int on_commit(sd_event_source *s, void *userdata) {
-        StateDir *d = userdata;
-
+static int on_sync(sd_event_source *s, uint64_t usec, void *userdata) {
         (void) s;
-        (void) state_dir_commit(d);
+        (void) usec;
+        (void) state_dir_sync(userdata);
         return 0;
 }
 
 static int on_checkpoint(sd_event_source *s, uint64_t usec, void *userdata) {
         StateDir *d = userdata;
-        int r;
 
         (void) usec;
-        r = state_dir_checkpoint(d);
-        if (r < 0 && d->committed)
-                d->committed(d, r, d->committed_userdata);
+        (void) state_dir_checkpoint(d);
         if (d->checkpoint_sec > 0)
                 (void) sd_event_source_set_time_relative(s, (uint64_t) d->checkpoint_sec * 1000000u);
         return 0;
@@ -1117,6 +1209,7 @@ static int on_checkpoint(sd_event_source *s, uint64_t usec, void *userdata) {
 int state_dir_open(sd_event *event, const char *path, const char *role, const char *name,
                    StateOpenFlags flags, StateDir **ret) {
         _cleanup_(state_dir_freep) StateDir *d = NULL;
+        sd_id128_t boot;
         int r;
 
         assert(path && ret);
@@ -1133,6 +1226,11 @@ int state_dir_open(sd_event *event, const char *path, const char *role, const ch
         d->name = name ? strdup(name) : NULL;
         if (!d->path || (role && !d->role) || (name && !d->name))
                 return -ENOMEM;
+
+        r = sd_id128_get_boot(&boot);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read the boot ID: %m");
+        memcpy(d->boot_id, boot.bytes, sizeof(d->boot_id));
 
         d->dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (d->dir_fd < 0)
@@ -1165,11 +1263,12 @@ int state_dir_open(sd_event *event, const char *path, const char *role, const ch
 
         if (event && !(flags & STATE_OPEN_READ_ONLY)) {
                 d->event = sd_event_ref(event);
-                r = sd_event_add_defer(event, &d->commit_source, on_commit, d);
+                r = sd_event_add_time_relative(event, &d->sync_timer, CLOCK_MONOTONIC, SYNC_DELAY_USEC, 0,
+                                               on_sync, d);
                 if (r < 0)
                         return r;
-                (void) sd_event_source_set_description(d->commit_source, "state-commit");
-                (void) sd_event_source_set_enabled(d->commit_source, SD_EVENT_OFF);
+                (void) sd_event_source_set_description(d->sync_timer, "state-sync");
+                (void) sd_event_source_set_enabled(d->sync_timer, SD_EVENT_OFF);
                 r = sd_event_add_time_relative(event, &d->checkpoint_timer, CLOCK_MONOTONIC,
                                                (uint64_t) d->checkpoint_sec * 1000000u, 1000000u,
                                                on_checkpoint, d);
@@ -1205,7 +1304,7 @@ StateDir *state_dir_free(StateDir *d) {
         secret_buffer_done(&d->pending);
         secret_buffer_done(&d->snapshot);
         json_object_put(d->node);
-        sd_event_source_disable_unref(d->commit_source);
+        sd_event_source_disable_unref(d->sync_timer);
         sd_event_source_disable_unref(d->checkpoint_timer);
         sd_event_unref(d->event);
         safe_close(d->journal_fd);
@@ -1358,8 +1457,7 @@ int state_dir_append(StateDir *d, uint8_t type, const void *payload, size_t size
         if (r < 0)
                 return r;
         d->changed = true;
-        state_schedule_commit(d);
-        return 0;
+        return state_journal_write(d);
 }
 
 void state_dir_set_pool_observer(StateDir *d, PoolObserver observer, void *userdata) {
@@ -1391,38 +1489,13 @@ int state_dir_snapshot_add(StateDir *d, uint8_t type, const void *payload, size_
 }
 
 int state_dir_checkpoint(StateDir *d) {
-        int r;
-
         if (!d || (d->flags & STATE_OPEN_READ_ONLY))
                 return 0;
         if (d->failed)
                 return -EIO;
-
-        r = state_dir_commit(d);
-        if (r < 0)
-                return r;
         if (!d->changed && !d->unlinked && d->journal_size <= LOG_HEADER_SIZE)
                 return 0;
-
-        for (StatePool *sp = d->pools; sp; sp = sp->next)
-                for (size_t i = 0; i < sp->pool->n_blocks; i++) {
-                        StateBlock *sb = sp->pool->blocks[i]->userdata;
-
-                        if (sb && sb->dirty) {
-                                r = state_block_write(sb);
-                                if (r < 0)
-                                        goto fail;
-                        }
-                }
-        r = state_write_snapshot(d);
-        if (r < 0)
-                goto fail;
-        d->changed = false;
-        return 0;
-
-fail:
-        d->failed = true;
-        return r;
+        return state_checkpoint(d);
 }
 
 int state_dir_close(StateDir *d) {
@@ -1454,43 +1527,43 @@ int state_dir_set_checkpoint_interval(StateDir *d, unsigned sec) {
         return sd_event_source_set_enabled(d->checkpoint_timer, SD_EVENT_ON);
 }
 
-bool state_dir_needs_commit(const StateDir *d) {
-        return d && d->needs_commit;
-}
-
-void state_dir_set_commit_callback(StateDir *d, StateCommitted callback, void *userdata) {
+void state_dir_set_failure_callback(StateDir *d, StateFailed callback, void *userdata) {
         if (!d)
                 return;
-        d->committed = callback;
-        d->committed_userdata = userdata;
+        d->failed_callback = callback;
+        d->failed_userdata = userdata;
 }
 
-int state_dir_commit(StateDir *d) {
+int state_dir_sync(StateDir *d) {
         int r;
 
         if (!d || (d->flags & STATE_OPEN_READ_ONLY))
                 return 0;
         if (d->failed)
                 return -EIO;
-        if (d->commit_source)
-                (void) sd_event_source_set_enabled(d->commit_source, SD_EVENT_OFF);
-        if (!d->needs_commit && d->pending.size == 0)
+        r = state_journal_write(d);
+        if (r < 0)
+                return r;
+        if (!d->unsynced)
                 return 0;
-
-        r = state_sync_journal(d);
-        if (r < 0) {
-                /* Nothing recorded can be promised any more: the node has to stop. */
-                d->failed = true;
-                if (d->committed)
-                        d->committed(d, r, d->committed_userdata);
+        if (fdatasync(d->journal_fd) < 0) {
+                r = log_error_errno(-errno, "Failed to sync %s/" JOURNAL_FILE ": %m", d->path);
+                state_failed(d, r);
                 return r;
         }
-        d->needs_commit = false;
-        if (d->journal_size > JOURNAL_CHECKPOINT_SIZE && d->checkpoint_timer)
-                (void) sd_event_source_set_time_relative(d->checkpoint_timer, 0);
-        if (d->committed)
-                d->committed(d, 0, d->committed_userdata);
+        d->unsynced = false;
+        if (d->sync_timer)
+                (void) sd_event_source_set_enabled(d->sync_timer, SD_EVENT_OFF);
         return 0;
+}
+
+bool state_dir_peer_burned(const StateDir *d, const char *peer) {
+        if (!d)
+                return false;
+        for (const StatePool *sp = d->pools; sp; sp = sp->next)
+                if (sp->burned && streq(sp->peer, peer))
+                        return true;
+        return false;
 }
 
 int state_dir_list_pools(const StateDir *d, StatePoolInfo **ret, size_t *ret_n) {

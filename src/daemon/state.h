@@ -18,16 +18,21 @@
  * truncated or corrupted file is refused at start-up with its name, never used.
  *
  * The guarantees, and what they cost:
+ *  - Every change is written to the journal before the call that makes it returns, so it
+ *    survives the process (kill -9) at no more than a write(); the journal is synced within
+ *    200 ms, at every checkpoint and where a guarantee below needs it at once.
  *  - PSRD a node sends with (its own pools) is reserved ahead in chunks: the reservation is synced
  *    before any byte of it is handed out, and after a crash the reserved but unused bytes are
  *    burned. One sync per chunk.
- *  - PSRD a peer names (the peer's pools) is recorded in the journal as used; replies to requests
- *    wait until it is synced (state_dir_needs_commit() gates them), and one sync per loop
- *    iteration commits everything recorded meanwhile. A replayed message thus finds its bytes
- *    used even after a crash.
+ *  - PSRD a peer names (the peer's pools) is journaled as used before the message is acted upon,
+ *    so a replay after a restart finds it used. Against power loss, where the last writes may be
+ *    lost, the first take from a block after a checkpoint syncs a record that the block is in
+ *    use; a journal of an earlier boot (the system went down) then burns every such block whole.
+ *    The peer is told "Invalid PSRD block UUID." or "Attempt to use PSRD data more than once." for
+ *    those bytes and retires the block. One sync per block and checkpoint.
  *  - Bytes taken to check a MAC that fails are given back; the journal records that too.
  *  - Used bytes are zero in memory at once and in the block files from the next checkpoint
- *    (every CheckpointSec seconds with changes, when the journal grows large, and at exit).
+ *    (every 10 s with changes, when the journal grows large, and at exit).
  *
  * Every function accepts a NULL StateDir: that is the ephemeral mode, where state lives in memory
  * only and nothing is written. */
@@ -105,14 +110,14 @@ int state_dir_checkpoint(StateDir *d);
 /* Seconds between checkpoints while there are changes; 0 disables the timer. */
 int state_dir_set_checkpoint_interval(StateDir *d, unsigned sec);
 
-/* Whether something was recorded that must be synced before a reply may leave. */
-bool state_dir_needs_commit(const StateDir *d);
-/* Called after each commit, e.g. to send the replies that waited for it; and on a failed commit
- * with the error (the node must stop: it cannot promise anything any more). */
-typedef void (*StateCommitted)(StateDir *d, int error, void *userdata);
-void state_dir_set_commit_callback(StateDir *d, StateCommitted callback, void *userdata);
-/* Writes and syncs the journal now (normally done once per loop iteration). */
-int state_dir_commit(StateDir *d);
+/* Called once when writing fails: nothing can be recorded, so the node must stop. */
+typedef void (*StateFailed)(StateDir *d, int error, void *userdata);
+void state_dir_set_failure_callback(StateDir *d, StateFailed callback, void *userdata);
+/* Writes and syncs the journal now (otherwise done within 200 ms of a change). */
+int state_dir_sync(StateDir *d);
+/* Whether whole blocks of a pool of peer were burned at load, because the system went down before
+ * their use was synced: the peer does not know, so the link may need fresh PSRD. */
+bool state_dir_peer_burned(const StateDir *d, const char *peer);
 
 /* What a read-only open found, for dskectl. */
 typedef struct StatePoolInfo {

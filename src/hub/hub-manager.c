@@ -473,7 +473,6 @@ int manager_start(Manager *m, int listen_fd) {
         if (r < 0)
                 return log_error_errno(r, "Failed to listen on %s port %u: %m",
                                        m->config.listen_address ?: HUB_DEFAULT_ADDRESS, m->config.port);
-        hub_state_attach_server(m);
 
         log_info("Hub %s listening on %s port %u.", m->config.name,
                  m->config.listen_address ?: HUB_DEFAULT_ADDRESS, http_server_get_port(m->server));

@@ -289,6 +289,15 @@ bad:
         return -EBADMSG;
 }
 
+static void on_state_failed(StateDir *d, int error, void *userdata) {
+        Manager *m = userdata;
+
+        (void) d;
+        log_error_errno(error, "The state directory failed: %m. Stopping, as nothing can be recorded.");
+        m->failed = true;
+        manager_stop(m, "state directory failure");
+}
+
 int hub_state_open(Manager *m) {
         size_t n;
         int r;
@@ -318,37 +327,10 @@ int hub_state_open(Manager *m) {
 
         m->shares.state = m->state;
         state_dir_set_snapshot_writer(m->state, write_snapshot, m);
+        state_dir_set_failure_callback(m->state, on_state_failed, m);
         log_info("State restored from %s: %zu client(s), %zu share(s) pending.", m->config.state_dir,
                  m->n_clients, m->shares.n_shares);
         return 0;
-}
-
-static bool reply_gate(void *userdata) {
-        Manager *m = userdata;
-
-        return state_dir_needs_commit(m->state);
-}
-
-static void on_committed(StateDir *d, int error, void *userdata) {
-        Manager *m = userdata;
-
-        (void) d;
-        if (error < 0) {
-                /* Replies waiting for this commit are never sent: their connections close. */
-                log_error_errno(error,
-                                "The state directory failed: %m. Stopping, as nothing can be recorded.");
-                m->failed = true;
-                manager_stop(m, "state directory failure");
-                return;
-        }
-        http_server_release_held(m->server);
-}
-
-void hub_state_attach_server(Manager *m) {
-        if (!m->state)
-                return;
-        http_server_set_reply_gate(m->server, reply_gate, m);
-        state_dir_set_commit_callback(m->state, on_committed, m);
 }
 
 void hub_state_close(Manager *m) {

@@ -12,8 +12,6 @@
 /* Opens the state directory of the configuration (unless ephemeral) and restores the clients,
  * their pools and the stored shares. Logs what is wrong. */
 int hub_state_open(Manager *m);
-/* Once the HTTP server exists: replies wait for the state they depend on to be durable. */
-void hub_state_attach_server(Manager *m);
 /* Writes the final checkpoint; the state directory stays open until the manager is freed. */
 void hub_state_close(Manager *m);
 

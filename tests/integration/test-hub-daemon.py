@@ -332,8 +332,8 @@ class SocketActivationTests(DaemonTestCase):
 
         env = dict(os.environ, LISTEN_FDS="1")
         # The shell's PID is the hub's after exec, so LISTEN_PID names the right process.
-        argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', program("DSKE_HUB"), "hank", "--port",
-                str(free_port())]
+        argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', program("DSKE_HUB"), "hank", "--ephemeral",
+                "--port", str(free_port())]
         d = Daemon(argv, env=env, workdir=self.tmpdir(), name="hub-hank")
         d.expect_exit = 0
         self.addCleanup(self._finish_daemon, d)
