@@ -342,6 +342,8 @@ static void on_exchange_done(HttpCall *call, int error, const char *message, con
                         exchange_classify_error(x, response);
                 else {
                         r = exchange_verify_reply(x, call, response);
+                        if (r == -ENOENT)
+                                peer_hub_lost_psrd(hub, x->generation);
                         if (r < 0)
                                 exchange_set_outcome(x, HUB_OUTCOME_BAD_REPLY, "reply signature: %s",
                                                      r == -EBADMSG ? "Invalid signature." : strerror(-r));
@@ -594,6 +596,8 @@ static int exchange_take_share(HubExchange *x, const HttpResponse *response) {
         }
         /* C3: the pad must be exactly as long as the share. */
         r = pool_take(x->hub->peer_pool, a, size, NULL);
+        if (r == -ENOENT)
+                peer_hub_lost_psrd(x->hub, x->generation);
         if (r < 0) {
                 erase_and_free(encrypted, size);
                 exchange_set_outcome(x, HUB_OUTCOME_BAD_REPLY, "encryption key allocation: %s",

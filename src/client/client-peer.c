@@ -395,7 +395,17 @@ static void on_psrd(HttpCall *call, int error, const char *message, const HttpRe
         int r;
 
         p->psrd_call[owner] = NULL;
+        if (owner == POOL_OWNER_PEER)
+                client_state_fetch_end(p->manager, p->name);
 
+        if (error < 0 && owner == POOL_OWNER_PEER) {
+                /* The hub may have added the block to its copy before the answer was lost: it would
+                 * name bytes this client does not have. */
+                peer_hub_describe_failure(p, "PSRD request", error, message, response);
+                p->n_failures++;
+                peer_hub_lost_psrd(p, p->generation);
+                return;
+        }
         if (error < 0 || response->status != 200) {
                 peer_hub_describe_failure(p, "PSRD request", error, message, response);
                 p->n_failures++;
@@ -439,6 +449,11 @@ static int peer_hub_fetch_block(PeerHub *p, PoolOwner owner) {
         if (asprintf(&url, "%s/dske/oob/v1/psrd?client_name=%s&pool_owner=%s&size=%llu", p->url, c->name,
                      owner == POOL_OWNER_LOCAL ? "client" : "hub", (unsigned long long) c->block_size) < 0)
                 return -ENOMEM;
+        if (owner == POOL_OWNER_PEER) {
+                r = client_state_fetch_begin(p->manager, p->name);
+                if (r < 0)
+                        return r;
+        }
         r = http_client_call(p->manager->http,
                              &(HttpCallSpec){
                                      .method = "GET",
@@ -446,6 +461,8 @@ static int peer_hub_fetch_block(PeerHub *p, PoolOwner owner) {
                                      .timeout_ms = (unsigned) (c->oob_timeout_usec / 1000),
                              },
                              on_psrd, p, &p->psrd_call[owner]);
+        if (r < 0 && owner == POOL_OWNER_PEER)
+                client_state_fetch_end(p->manager, p->name);
         return r;
 }
 
@@ -564,11 +581,11 @@ void peer_hub_note_reachable(PeerHub *p) {
         manager_peers_changed(p->manager);
 }
 
-void peer_hub_lost_registration(PeerHub *p, uint64_t generation) {
+static void peer_hub_register_again(PeerHub *p, uint64_t generation, const char *why) {
         if (generation != p->generation || p->state == PEER_HUB_UNREGISTERED ||
             p->state == PEER_HUB_REGISTERING)
                 return;
-        log_warning("Hub %s no longer knows this client (it restarted?); registering again.", p->name);
+        log_warning("Hub %s %s; registering again.", p->name, why);
         peer_hub_reset(p);
         p->backoff_usec = 0;
         p->unreachable_until = 0;
@@ -576,6 +593,17 @@ void peer_hub_lost_registration(PeerHub *p, uint64_t generation) {
         p->retry_timer = sd_event_source_disable_unref(p->retry_timer);
         manager_peers_changed(p->manager);
         peer_hub_step(p);
+}
+
+void peer_hub_lost_registration(PeerHub *p, uint64_t generation) {
+        peer_hub_register_again(p, generation, "no longer knows this client (it restarted?)");
+}
+
+void peer_hub_lost_psrd(PeerHub *p, uint64_t generation) {
+        peer_hub_register_again(
+                p, generation,
+                "uses a PSRD block this client does not hold (this client stopped before the "
+                "block arrived?)");
 }
 
 void peer_hub_hub_pool_low(PeerHub *p) {

@@ -103,6 +103,10 @@ void peer_hub_note_reachable(PeerHub *p);
 void peer_hub_lost_registration(PeerHub *p, uint64_t generation);
 /* Stops using a block of the client-owned pool that the hub rejected (HubError.block_rejected). */
 void peer_hub_retire_local_block(PeerHub *p, const Uuid *uuid);
+/* A reply of the given generation named a block of the hub-owned pool this client does not have:
+ * the pools disagree for good (the client was killed while the block was on its way), so the
+ * client registers again for fresh pools. */
+void peer_hub_lost_psrd(PeerHub *p, uint64_t generation);
 /* The hub reported its copy of the hub-owned pool is low (503 with pool_available_bytes). */
 void peer_hub_hub_pool_low(PeerHub *p);
 /* Drops fully used blocks and refills pools under their threshold. */

@@ -6,6 +6,25 @@
 #include "client-state.h"
 #include "json-util.h"
 #include "log.h"
+#include "strv.h"
+
+/* A fetch of a block of the hub-owned pool is recorded, synced, before it is sent: the hub adds the
+ * block to its copy when it answers, so if this client dies before the answer arrives, the hub
+ * names bytes this client never had, and the link needs fresh pools. Their payload is the hub's
+ * name. (The key store's records use the types below these.) */
+enum {
+        RECORD_FETCH_BEGIN = STATE_RECORD_USER + 8,
+        RECORD_FETCH_END,
+};
+
+typedef struct Restore {
+        Manager *manager;
+        char **fetching; /* hubs with a fetch begun and not ended */
+} Restore;
+
+static void restore_done(Restore *x) {
+        x->fetching = strv_free(x->fetching);
+}
 
 int client_state_save_hubs(Manager *m) {
         _cleanup_(json_object_putp) json_object *data = NULL, *hubs = NULL;
@@ -42,14 +61,56 @@ int client_state_save_hubs(Manager *m) {
 
 static int write_snapshot(StateDir *d, void *userdata) {
         Manager *m = userdata;
+        int r;
 
+        for (size_t i = 0; i < m->n_hubs; i++)
+                if (m->hubs[i]->psrd_call[POOL_OWNER_PEER]) {
+                        r = state_dir_snapshot_add(d, RECORD_FETCH_BEGIN, m->hubs[i]->name,
+                                                   strlen(m->hubs[i]->name));
+                        if (r < 0)
+                                return r;
+                }
         return key_store_snapshot(m->keys, d);
 }
 
-static int on_record(uint8_t type, const void *payload, size_t size, void *userdata) {
-        Manager *m = userdata;
+int client_state_fetch_begin(Manager *m, const char *hub) {
+        int r;
 
-        return key_store_restore(m->keys, type, payload, size, m->config.max_stored_keys);
+        r = state_dir_append(m->state, RECORD_FETCH_BEGIN, hub, strlen(hub));
+        if (r >= 0)
+                r = state_dir_sync(m->state);
+        return r;
+}
+
+void client_state_fetch_end(Manager *m, const char *hub) {
+        if (state_dir_append(m->state, RECORD_FETCH_END, hub, strlen(hub)) < 0)
+                log_warning("Failed to record the end of a PSRD fetch from hub %s.", hub);
+}
+
+static int on_record(uint8_t type, const void *payload, size_t size, void *userdata) {
+        Restore *x = userdata;
+        _cleanup_free_ char *hub = NULL;
+        char **l = NULL;
+
+        if (type != RECORD_FETCH_BEGIN && type != RECORD_FETCH_END)
+                return key_store_restore(x->manager->keys, type, payload, size,
+                                         x->manager->config.max_stored_keys);
+
+        hub = strndup(payload, size);
+        if (!hub)
+                return -ENOMEM;
+        if (!name_is_valid(hub))
+                return -EBADMSG;
+        if (type == RECORD_FETCH_BEGIN)
+                return strv_contains(x->fetching, hub) ? 0 : strv_push(&x->fetching, hub, strlen(hub));
+        for (char **i = x->fetching; i && *i; i++)
+                if (!streq(*i, hub) && strv_push(&l, *i, strlen(*i)) < 0) {
+                        strv_free(l);
+                        return -ENOMEM;
+                }
+        strv_free(x->fetching);
+        x->fetching = l;
+        return 0;
 }
 
 int client_state_open(Manager *m) {
@@ -58,7 +119,7 @@ int client_state_open(Manager *m) {
         return state_dir_open(m->event, m->config.state_dir, "client", m->config.name, 0, &m->state);
 }
 
-static int restore_hubs(Manager *m) {
+static int restore_hubs(Manager *m, char *const *fetching) {
         json_object *data = state_dir_node(m->state), *hubs, *h, *url, *name;
         int r;
 
@@ -77,6 +138,12 @@ static int restore_hubs(Manager *m) {
                 for (size_t j = 0; j < m->n_hubs; j++) {
                         if (!streq(m->hubs[j]->url, json_object_get_string(url)))
                                 continue;
+                        if (strv_contains(fetching, json_object_get_string(name))) {
+                                log_notice("Hub %s: the client stopped while a PSRD block was on its way; "
+                                           "registering again.",
+                                           json_object_get_string(name));
+                                break;
+                        }
                         if (state_dir_peer_burned(m->state, json_object_get_string(name))) {
                                 /* The hub would go on naming bytes we burned: start afresh with it. */
                                 log_notice(
@@ -109,22 +176,23 @@ static void on_state_failed(StateDir *d, int error, void *userdata) {
 }
 
 int client_state_restore(Manager *m) {
+        _cleanup_(restore_done) Restore x = {.manager = m};
         size_t n;
         int r;
 
         if (!m->state)
                 return 0;
 
-        r = restore_hubs(m);
-        if (r < 0)
-                return r;
-        r = state_dir_replay(m->state, on_record, m);
+        r = state_dir_replay(m->state, on_record, &x);
         if (r == -EBADMSG)
                 return log_error_errno(
                         r, "State file %s/records or journal holds a malformed key; refusing to use it.",
                         state_dir_path(m->state));
         if (r < 0)
                 return log_error_errno(r, "Failed to restore the stored keys: %m");
+        r = restore_hubs(m, x.fetching);
+        if (r < 0)
+                return r;
         n = state_dir_drop_unclaimed(m->state);
         if (n > 0)
                 log_notice("Destroyed %zu stored PSRD block(s) of hubs no longer registered.", n);

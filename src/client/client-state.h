@@ -14,5 +14,10 @@ int client_state_open(Manager *m);
 int client_state_restore(Manager *m);
 /* Writes the final checkpoint. */
 void client_state_close(Manager *m);
+/* Records, synced, that a block of the hub-owned pool is being fetched from hub; and that the
+ * fetch ended (the block arrived, or the hub refused). A fetch that began and did not end makes
+ * the next start register with that hub again. */
+int client_state_fetch_begin(Manager *m, const char *hub);
+void client_state_fetch_end(Manager *m, const char *hub);
 /* Rewrites node.json after a registration was gained or lost. */
 int client_state_save_hubs(Manager *m);

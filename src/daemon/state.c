@@ -54,8 +54,10 @@ enum {
 #define BLOCK_HEADER_SIZE 128u
 #define PEER_NAME_MAX     64u
 
-/* Own pools are reserved this far ahead of what was handed out: one sync per chunk. */
-#define RESERVE_CHUNK (64u * 1024u)
+/* Own pools are reserved ahead of what was handed out by an eighth of the block, within these
+ * bounds: one sync per chunk, and what a crash burns stays small next to the pool. */
+#define RESERVE_CHUNK_MIN 512u
+#define RESERVE_CHUNK_MAX (16u * 1024u)
 /* Journal writes are synced this long after the first unsynced one. */
 #define SYNC_DELAY_USEC (200u * 1000u)
 /* The journal is folded into a checkpoint once it is this large. */
@@ -502,7 +504,8 @@ static int psrd_record(StateDir *d, uint8_t type, const StatePool *sp, const Blo
 
 static int state_block_reserve(StateBlock *sb, size_t end) {
         StateDir *d = sb->pool->dir;
-        size_t want = MIN(sb->block->size, MAX(end, sb->reserved) + RESERVE_CHUNK);
+        size_t chunk = MIN(MAX(sb->block->size / 8, (size_t) RESERVE_CHUNK_MIN), (size_t) RESERVE_CHUNK_MAX);
+        size_t want = MIN(sb->block->size, MAX(end, sb->reserved) + chunk);
         int r;
 
         r = psrd_record(d, RECORD_PSRD_RESERVED, sb->pool, sb->block, want, 0);
@@ -964,16 +967,38 @@ static int state_new_journal(StateDir *d) {
         return state_open_journal(d);
 }
 
+/* JSON has no room for damage detection of its own: node.json carries the CRC-32 of its role, name
+ * and data, the data in json-c's plain form (which parsing and printing again reproduces). */
+static int node_checksum(const char *role, const char *name, json_object *data, char ret[static 16]) {
+        const char *text = data ? json_object_to_json_string_ext(
+                                          data, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE)
+                                : "null";
+        uint32_t crc;
+
+        if (!text)
+                return -ENOMEM;
+        crc = crc32_update(0, role, strlen(role) + 1);
+        crc = crc32_update(crc, name, strlen(name) + 1);
+        crc = crc32_update(crc, text, strlen(text));
+        (void) snprintf(ret, 16, "crc32:%08x", crc);
+        return 0;
+}
+
 static int state_write_node(StateDir *d, json_object *data) {
         _cleanup_(json_object_putp) json_object *o = NULL;
+        char checksum[16];
         const char *text;
         int r;
 
+        r = node_checksum(d->role, d->name, data, checksum);
+        if (r < 0)
+                return r;
         o = json_object_new_object();
         if (!o || json_object_object_add(o, "version", json_object_new_int(STATE_VERSION)) < 0 ||
             json_object_object_add(o, "role", json_object_new_string(d->role)) < 0 ||
             json_object_object_add(o, "name", json_object_new_string(d->name)) < 0 ||
-            json_object_object_add(o, "data", json_object_get(data)) < 0)
+            json_object_object_add(o, "data", json_object_get(data)) < 0 ||
+            json_object_object_add(o, "checksum", json_object_new_string(checksum)) < 0)
                 return -ENOMEM;
         text = json_object_to_json_string_ext(o, JSON_C_TO_STRING_PRETTY | JSON_C_TO_STRING_NOSLASHESCAPE);
         if (!text)
@@ -991,7 +1016,8 @@ static int state_write_node(StateDir *d, json_object *data) {
 
 static int state_load_node(StateDir *d, const uint8_t *buf, size_t n) {
         _cleanup_(json_object_putp) json_object *o = NULL;
-        json_object *v, *role, *name;
+        json_object *v, *role, *name, *data;
+        char checksum[16];
 
         o = json_tokener_parse((const char *) buf);
         if (!o || !json_object_is_type(o, json_type_object) || strlen((const char *) buf) != n)
@@ -1006,6 +1032,12 @@ static int state_load_node(StateDir *d, const uint8_t *buf, size_t n) {
         if (!json_object_object_get_ex(o, "role", &role) || !json_object_is_type(role, json_type_string) ||
             !json_object_object_get_ex(o, "name", &name) || !json_object_is_type(name, json_type_string))
                 return state_fail(d, NODE_FILE, "does not name its node");
+        data = json_object_object_get_ex(o, "data", &v) && !json_object_is_type(v, json_type_null) ? v
+                                                                                                   : NULL;
+        if (!json_object_object_get_ex(o, "checksum", &v) || !json_object_is_type(v, json_type_string) ||
+            node_checksum(json_object_get_string(role), json_object_get_string(name), data, checksum) < 0 ||
+            !streq(json_object_get_string(v), checksum))
+                return state_fail(d, NODE_FILE, "does not match its checksum");
         if (!d->role) {
                 /* Inspecting: the directory says whose it is. */
                 d->role = strdup(json_object_get_string(role));
@@ -1018,8 +1050,7 @@ static int state_load_node(StateDir *d, const uint8_t *buf, size_t n) {
                           json_object_get_string(role), json_object_get_string(name), d->role, d->name);
                 return -EXDEV;
         }
-        if (json_object_object_get_ex(o, "data", &v) && !json_object_is_type(v, json_type_null))
-                d->node = json_object_get(v);
+        d->node = json_object_get(data);
         return 0;
 }
 
