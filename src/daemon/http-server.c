@@ -87,6 +87,7 @@ struct HttpServer {
 
         size_t n_connections;
         uint64_t n_accepted;
+        size_t n_requests; /* begun and not completed */
 };
 
 static void request_free(HttpRequest *r) {
@@ -571,6 +572,7 @@ static void *server_log_uri(void *cls, const char *uri, struct MHD_Connection *c
         r->server = s;
         r->connection = connection;
         r->state = REQUEST_RECEIVING;
+        s->n_requests++;
         return r;
 }
 
@@ -582,6 +584,7 @@ static void server_request_completed(void *cls, struct MHD_Connection *connectio
         *req_cls = NULL;
         if (!r || r->orphaned)
                 return;
+        s->n_requests--;
         if (r->state == REQUEST_KEPT) {
                 /* The application still holds it: it is freed on its reply or release. */
                 server_pending_remove(s, r);
@@ -991,6 +994,11 @@ int http_server_quiesce(HttpServer *s) {
 size_t http_server_pending(const HttpServer *s) {
         assert(s);
         return s->n_pending;
+}
+
+size_t http_server_requests(const HttpServer *s) {
+        assert(s);
+        return s->n_requests;
 }
 
 size_t http_server_connections(const HttpServer *s, uint64_t *ret_accepted) {

@@ -50,6 +50,9 @@ uint16_t http_server_get_port(const HttpServer *s);
 int http_server_quiesce(HttpServer *s);
 /* Number of requests kept by handlers and not yet replied to. */
 size_t http_server_pending(const HttpServer *s);
+/* Requests begun (their headers arrived) and not completed: being received, handled, kept or
+ * sent. Idle keep-alive connections have none. */
+size_t http_server_requests(const HttpServer *s);
 /* Connections open now; *ret_accepted (optional) gets how many were accepted since the start. */
 size_t http_server_connections(const HttpServer *s, uint64_t *ret_accepted);
 

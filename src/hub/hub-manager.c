@@ -299,12 +299,14 @@ Manager *manager_free(Manager *m) {
 
 static int manager_stop_poll(sd_event_source *source, uint64_t usec, void *userdata) {
         Manager *m = userdata;
-        size_t n = http_server_connections(m->server, NULL);
+        size_t n = http_server_requests(m->server);
         int r;
 
+        /* Idle keep-alive connections do not hold the stop up: clients reconnect to whoever
+         * serves next. */
         if (n == 0 || usec >= m->stop_deadline) {
                 if (n > 0)
-                        log_notice("Closing %zu connection(s) still open after the grace period.", n);
+                        log_notice("Closing %zu request(s) still in progress after the grace period.", n);
                 return sd_event_exit(m->event, 0);
         }
         r = sd_event_source_set_time_relative(source, STOP_POLL_USEC);

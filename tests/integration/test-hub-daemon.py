@@ -196,16 +196,30 @@ class SignalTests(DaemonTestCase):
         self.assertEqual(hub.daemon.wait(30), 0, hub.daemon.log())
 
     def test_idle_connection_does_not_hold_the_stop(self):
-        """A client that keeps an idle connection open delays the stop by the grace period at
-        most."""
+        """A client that keeps an idle connection open does not delay the stop: only requests in
+        progress get the grace period."""
         hub = self.start_hub("hank")
         conn = http.client.HTTPConnection(LOCALHOST, hub.port, timeout=10)
         self.addCleanup(conn.close)
         conn.request("GET", "/hub/hank/mgmt/v1/status")
         self.assertEqual(conn.getresponse().read()[:8], b'{"name":')
+        start = time.monotonic()
         hub.daemon.send_signal(signal.SIGTERM)
         self.assertEqual(hub.daemon.wait(15), 0, hub.daemon.log())
-        self.assertIn("Closing 1 connection(s) still open after the grace period.", hub.daemon.log())
+        self.assertLess(time.monotonic() - start, 2.5, hub.daemon.log())
+        self.assertNotIn("grace period", hub.daemon.log())
+
+    def test_request_in_progress_holds_the_stop(self):
+        """A request whose body is still arriving keeps the hub for the grace period at most."""
+        hub = self.start_hub("hank")
+        s = socket.create_connection((LOCALHOST, hub.port), timeout=10)
+        self.addCleanup(s.close)
+        s.sendall(b"PUT /hub/hank/dske/oob/v1/registration?client_name=carol HTTP/1.1\r\nHost: x\r\n"
+                  b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        time.sleep(0.2)
+        hub.daemon.send_signal(signal.SIGTERM)
+        self.assertEqual(hub.daemon.wait(15), 0, hub.daemon.log())
+        self.assertIn("Closing 1 request(s) still in progress after the grace period.", hub.daemon.log())
 
     def test_sighup_reloads(self):
         path = os.path.join(self.tmpdir(), "hank.conf")
