@@ -5,7 +5,8 @@ installed with apt-get into a booted minimal Debian 12, used, removed and purged
 Inside the container: the package installs without network (the root has the libraries it needs),
 creates the dske account, enables and starts nothing; three hubs and two clients configured under
 /etc/dske run from the installed units and deliver a key pair through ETSI GS QKD 014; dskectl shows
-a node's status over the system bus; the manual pages render. Removing the package stops the
+a node's status over the system bus; the manual pages render; an upgrade (the same package installed
+again) restarts the running instances. Removing the package stops the
 instances and keeps their configuration and /var/lib/dske; purging it removes the configuration and
 the links of enabled instances, keeps /var/lib/dske, and leaves no other file behind.
 
@@ -191,6 +192,17 @@ class DebTests(unittest.TestCase):
         self.assertEqual(r.stderr.strip(), "")
         for page in ("dske-client", "dskectl", "dske.conf", "org.dske"):
             self.sh("man", page, env=("MANWIDTH=80", "MAN_DISABLE_SECCOMP=1", "PAGER=cat"))
+
+    def test_2b_upgrade(self):
+        # Installing the package again runs the maintainer scripts of an upgrade: the instances keep
+        # running, restarted on the new files.
+        before = {unit: self.container.show(unit, "MainPID")["MainPID"] for unit in unit_names()}
+        self.sh("apt-get", "install", "-y", "--reinstall", self.deb, env=APT_ENV, timeout=300)
+        for unit in unit_names():
+            p = self.container.show(unit, "ActiveState", "SubState", "MainPID")
+            self.assertEqual((p["ActiveState"], p["SubState"]), ("active", "running"), f"{unit}: {p}")
+            self.assertNotEqual(p["MainPID"], before[unit], unit)
+        self.assertTrue(self.exists("/etc/systemd/system/multi-user.target.wants/dske-hub@h1.service"))
 
     def test_3_remove(self):
         self.sh("apt-get", "remove", "-y", "dske", env=APT_ENV, timeout=300)
