@@ -4,6 +4,7 @@
 #include <endian.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -964,6 +965,11 @@ static int state_new_journal(StateDir *d) {
         r = write_file_atomic(d->dir_fd, JOURNAL_FILE, &(struct iovec){h, sizeof(h)}, 1);
         if (r < 0)
                 return log_error_errno(r, "Failed to write %s/" JOURNAL_FILE ": %m", d->path);
+        /* The old journal must not come back: with the new snapshot it would be taken for a
+         * checkpoint cut short, and the takes synced to the new journal would be forgotten. */
+        r = dir_sync(d);
+        if (r < 0)
+                return r;
         return state_open_journal(d);
 }
 
@@ -1016,12 +1022,21 @@ static int state_write_node(StateDir *d, json_object *data) {
 
 static int state_load_node(StateDir *d, const uint8_t *buf, size_t n) {
         _cleanup_(json_object_putp) json_object *o = NULL;
+        json_tokener *tok;
         json_object *v, *role, *name, *data;
         char checksum[16];
 
-        o = json_tokener_parse((const char *) buf);
-        if (!o || !json_object_is_type(o, json_type_object) || strlen((const char *) buf) != n)
-                return state_fail(d, NODE_FILE, "is not valid JSON");
+        tok = json_tokener_new();
+        if (!tok)
+                return -ENOMEM;
+        o = json_tokener_parse_ex(tok, (const char *) buf, (int) MIN(n, (size_t) INT_MAX));
+        /* Exactly one object and the newline written after it: nothing cut, nothing added. */
+        if (!o || !json_object_is_type(o, json_type_object) || strlen((const char *) buf) != n || n < 2 ||
+            buf[n - 1] != '\n' || buf[n - 2] != '}' || json_tokener_get_parse_end(tok) < n - 1) {
+                json_tokener_free(tok);
+                return state_fail(d, NODE_FILE, "is not valid JSON or was cut or extended");
+        }
+        json_tokener_free(tok);
         if (!json_object_object_get_ex(o, "version", &v) || !json_object_is_type(v, json_type_int))
                 return state_fail(d, NODE_FILE, "has no format version");
         if (json_object_get_int(v) != STATE_VERSION) {
@@ -1287,6 +1302,8 @@ int state_dir_open(sd_event *event, const char *path, const char *role, const ch
 
         if (d->psrd_fd >= 0)
                 r = state_load(d);
+        else if (faccessat(d->dir_fd, NODE_FILE, F_OK, 0) < 0 && errno == ENOENT)
+                r = 0; /* inspecting a directory no node has used yet */
         else
                 r = state_fail(d, PSRD_DIR, "is missing");
         if (r < 0)
