@@ -19,7 +19,6 @@
 #include "log.h"
 #include "secret.h"
 #include "state.h"
-#include <systemd/sd-id128.h>
 
 #define STATE_VERSION 1u
 
@@ -35,8 +34,9 @@
 #define RECORDS_MAGIC "DSKEREC1"
 #define BLOCK_MAGIC   "DSKEPSR1"
 
-/* File header of the journal and the snapshot: magic, generation, boot ID of the system that
- * wrote it, CRC of the three. */
+/* File header of the journal and the snapshot: magic, generation, when the running kernel booted
+ * (µs since the epoch, then 8 zero bytes), CRC of the three. Writes survive a crash of the process
+ * in the kernel's page cache; only a new boot can have lost those not synced. */
 #define LOG_HEADER_SIZE 36u
 #define LOG_HEADER_CRC  32u
 /* Record header: CRC of the rest, type, zero, payload size. */
@@ -121,7 +121,7 @@ struct StateDir {
         Record *records, *records_tail;
         size_t n_records;
 
-        uint8_t boot_id[16];
+        uint8_t boot[16]; /* the header field for this boot */
 
         SecretBuffer pending; /* journal records not written yet */
         bool unsynced;
@@ -290,10 +290,10 @@ static int state_fail(const StateDir *d, const char *file, const char *what) {
 }
 
 static void log_header_build(uint8_t h[LOG_HEADER_SIZE], const char *magic, uint64_t generation,
-                             const uint8_t boot_id[16]) {
+                             const uint8_t boot[16]) {
         memcpy(h, magic, 8);
         put_le64(h + 8, generation);
-        memcpy(h + 16, boot_id, 16);
+        memcpy(h + 16, boot, 16);
         put_le32(h + LOG_HEADER_CRC, crc32_update(0, h, LOG_HEADER_CRC));
 }
 
@@ -843,6 +843,30 @@ static int apply_psrd_record(StateDir *d, uint8_t type, const uint8_t *p, size_t
 }
 
 /* Parses a journal or snapshot; records go to the list, PSRD ranges to their blocks. */
+/* When the running kernel booted: CLOCK_BOOTTIME counts from then, suspend included. A step of
+ * the wall clock moves it too; that only ever makes a boot look new, which burns more than needed
+ * and never less. (The boot ID is not used: sandboxes hide /proc/sys, and a container's boot ID
+ * changes while the kernel and its page cache stay.) */
+static uint64_t boot_time_usec(void) {
+        struct timespec rt, bt;
+
+        (void) clock_gettime(CLOCK_REALTIME, &rt);
+        (void) clock_gettime(CLOCK_BOOTTIME, &bt);
+        return ((uint64_t) rt.tv_sec - (uint64_t) bt.tv_sec) * 1000000u + (uint64_t) rt.tv_nsec / 1000u -
+               (uint64_t) bt.tv_nsec / 1000u;
+}
+
+#define BOOT_TOLERANCE_USEC (2u * 1000000u)
+
+static bool boot_differs(const StateDir *d, const uint8_t field[16]) {
+        uint64_t then = get_le64(field), now = get_le64(d->boot);
+
+        for (size_t i = 8; i < 16; i++)
+                if (field[i] != 0)
+                        return true;
+        return (then > now ? then - now : now - then) > BOOT_TOLERANCE_USEC;
+}
+
 static bool log_header_valid(const uint8_t *buf, size_t n, const char *magic) {
         return n >= LOG_HEADER_SIZE && memcmp(buf, magic, 8) == 0 &&
                get_le32(buf + LOG_HEADER_CRC) == crc32_update(0, buf, LOG_HEADER_CRC);
@@ -961,7 +985,7 @@ static int state_new_journal(StateDir *d) {
         uint8_t h[LOG_HEADER_SIZE];
         int r;
 
-        log_header_build(h, JOURNAL_MAGIC, d->generation, d->boot_id);
+        log_header_build(h, JOURNAL_MAGIC, d->generation, d->boot);
         r = write_file_atomic(d->dir_fd, JOURNAL_FILE, &(struct iovec){h, sizeof(h)}, 1);
         if (r < 0)
                 return log_error_errno(r, "Failed to write %s/" JOURNAL_FILE ": %m", d->path);
@@ -1076,7 +1100,7 @@ static int state_write_snapshot(StateDir *d) {
 
         secret_buffer_clear(&d->snapshot);
         d->n_snapshot = 0;
-        log_header_build(h, RECORDS_MAGIC, d->generation + 1, d->boot_id);
+        log_header_build(h, RECORDS_MAGIC, d->generation + 1, d->boot);
         r = secret_buffer_append(&d->snapshot, h, sizeof(h));
         if (r < 0)
                 return r;
@@ -1201,8 +1225,7 @@ static int state_load(StateDir *d) {
                 return state_fail(d, JOURNAL_FILE, "is missing");
         if (r < 0)
                 return log_error_errno(r, "Failed to read %s/" JOURNAL_FILE ": %m", d->path);
-        other_boot = log_header_valid(journal, n_journal, JOURNAL_MAGIC) &&
-                     memcmp(journal + 16, d->boot_id, 16) != 0;
+        other_boot = log_header_valid(journal, n_journal, JOURNAL_MAGIC) && boot_differs(d, journal + 16);
         if (log_header_valid(journal, n_journal, JOURNAL_MAGIC) && get_le64(journal + 8) < gen_records)
                 /* A checkpoint was cut short after its snapshot: the snapshot has it all. */
                 gen_journal = get_le64(journal + 8);
@@ -1255,7 +1278,6 @@ static int on_checkpoint(sd_event_source *s, uint64_t usec, void *userdata) {
 int state_dir_open(sd_event *event, const char *path, const char *role, const char *name,
                    StateOpenFlags flags, StateDir **ret) {
         _cleanup_(state_dir_freep) StateDir *d = NULL;
-        sd_id128_t boot;
         int r;
 
         assert(path && ret);
@@ -1273,10 +1295,7 @@ int state_dir_open(sd_event *event, const char *path, const char *role, const ch
         if (!d->path || (role && !d->role) || (name && !d->name))
                 return -ENOMEM;
 
-        r = sd_id128_get_boot(&boot);
-        if (r < 0)
-                return log_error_errno(r, "Failed to read the boot ID: %m");
-        memcpy(d->boot_id, boot.bytes, sizeof(d->boot_id));
+        put_le64(d->boot, boot_time_usec());
 
         d->dir_fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         if (d->dir_fd < 0)
