@@ -287,8 +287,12 @@ static int client_on_io(sd_event_source *source, int fd, uint32_t revents, void 
         int n, running;
 
         n = epoll_wait(c->epoll_fd, events, EPOLL_BATCH, 0);
-        if (n < 0)
-                return errno == EINTR ? 0 : -errno;
+        if (n < 0) {
+                /* Returning an error would disable the source, and with it every call for good. */
+                if (errno != EINTR)
+                        log_debug_errno(errno, "HTTP client: epoll_wait() failed: %m");
+                return 0;
+        }
 
         for (int i = 0; i < n; i++) {
                 /* Looked up by descriptor: curl may have closed a socket of this batch meanwhile. */
