@@ -7,6 +7,7 @@
 #include <time.h>
 
 #include "bench-conn.h"
+#include "codec.h"
 #include "ctl-bench.h"
 #include "ctl-keys.h"
 #include "ctl-util.h"
@@ -547,12 +548,6 @@ static void bench_done(Bench *b) {
         sd_event_source_disable_unref(b->sweep);
 }
 
-static bool sae_is_plain(const char *sae) {
-        return !isempty(sae) &&
-               strspn(sae, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") ==
-                       strlen(sae);
-}
-
 /* "http://HOST:PORT/PATH" into "HOST:PORT" and "/PATH". */
 static int url_split(const char *url, char **ret_host, char **ret_path) {
         const char *h = startswith(url, "http://"), *p;
@@ -710,8 +705,8 @@ int bench_run(Ctl *ctl, const char *path, const BenchOptions *o) {
                 goto finish;
         }
 
-        if (!sae_is_plain(master) || !sae_is_plain(slave)) {
-                r = log_error_errno(-EINVAL, "SAE names must be letters, digits, '.', '_' or '-'.");
+        if (!name_is_valid(master) || !name_is_valid(slave)) {
+                r = log_error_errno(-EINVAL, "Invalid SAE name.");
                 goto finish;
         }
         if (etsi_keys_url(t, master_kme, &master_keys) < 0 || etsi_keys_url(t, slave_kme, &slave_keys) < 0 ||
