@@ -284,8 +284,7 @@ static int conn_read(BenchConn *c) {
                 c->in_size += (size_t) n;
                 c->in[c->in_size] = 0;
                 if (!c->done) {
-                        k = -EBADMSG;
-                        message = "Unexpected bytes from the server.";
+                        /* Nothing was asked: whatever this is, the connection is not usable. */
                         conn_close(c);
                         return 0;
                 }

@@ -21,6 +21,8 @@
 /* curl's deadlines are request and connect timeouts: firing them a little late costs nothing, while
  * re-arming the timer on every change costs a system call. */
 #define TIMER_ACCURACY_MAX_USEC ((uint64_t) 1000 * 1000)
+/* Ready sockets taken per turn of the event loop; more wait for the next turn. */
+#define EPOLL_BATCH 32
 
 typedef struct CurlSocket CurlSocket;
 
@@ -278,8 +280,6 @@ static void curl_socket_unwatch(CurlSocket *s) {
 }
 
 static CurlSocket *client_socket_get(HttpClient *c, int fd);
-
-#define EPOLL_BATCH 32
 
 static int client_on_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
         HttpClient *c = userdata;
