@@ -1,9 +1,13 @@
 /* SPDX-License-Identifier: MIT */
 #include <inttypes.h>
+#include <limits.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <time.h>
 
+#include "bench-conn.h"
+#include "codec.h"
 #include "ctl-bench.h"
 #include "ctl-keys.h"
 #include "ctl-util.h"
@@ -12,9 +16,10 @@
 #include "secret.h"
 #include "topology-run.h"
 
-#define BENCH_CALL_TIMEOUT_MS 10000u
-#define BENCH_MAX_CONSECUTIVE 200u
-#define BENCH_ERRORS_SHOWN    5u
+#define BENCH_CALL_TIMEOUT_USEC ((uint64_t) 10 * 1000000)
+#define BENCH_SWEEP_USEC        ((uint64_t) 1000000)
+#define BENCH_MAX_CONSECUTIVE   200u
+#define BENCH_ERRORS_SHOWN      5u
 
 static uint64_t now_usec(void) {
         struct timespec ts;
@@ -32,21 +37,21 @@ typedef struct Bench Bench;
 
 typedef struct Worker {
         Bench *bench;
-        HttpCall *call;
+        BenchConn *master, *slave; /* kept alive from pair to pair */
         uint64_t started;
         BenchKey *keys; /* as enc_keys returned them */
         size_t n_keys;
-        char *dec_url;
-        char *dec_body;
+        char *dec_request;
+        size_t dec_request_size;
 } Worker;
 
 struct Bench {
         Ctl *ctl;
         const BenchOptions *o;
-        char *enc_url;
-        char *dec_url; /* "…/dec_keys": GET with ?key_ID= for one key, POST for several */
-        char *auth_master, *auth_slave;
-        const char *enc_headers[2], *dec_headers[3];
+        char *enc_request; /* the whole GET …/enc_keys request */
+        size_t enc_request_size;
+        char *dec_path; /* "…/dec_keys": GET with ?key_ID= for one key, POST for several */
+        char *dec_host, *slave;
         json_tokener *tok;
         Worker *workers;
         unsigned active;
@@ -59,6 +64,7 @@ struct Bench {
         unsigned n_first_errors;
         bool gave_up;
         sd_event_source *deadline;
+        sd_event_source *sweep; /* times out requests that hang */
 };
 
 static void worker_clear_keys(Worker *w) {
@@ -70,10 +76,9 @@ static void worker_clear_keys(Worker *w) {
         free(w->keys);
         w->keys = NULL;
         w->n_keys = 0;
-        free(w->dec_url);
-        w->dec_url = NULL;
-        free(w->dec_body);
-        w->dec_body = NULL;
+        free(w->dec_request);
+        w->dec_request = NULL;
+        w->dec_request_size = 0;
 }
 
 static void bench_record_error(Bench *b, const char *what, int error, const char *message, long status,
@@ -114,13 +119,14 @@ static int bench_record_latency(Bench *b, uint64_t usec) {
 }
 
 /* Parses a key container; NULL when the body is not one. */
-static json_object *bench_parse(Bench *b, const HttpResponse *response) {
+static json_object *bench_parse(Bench *b, const char *body, size_t body_size) {
+        if (body_size > INT_MAX)
+                return NULL;
         json_tokener_reset(b->tok);
-        json_object *o =
-                json_tokener_parse_ex(b->tok, (const char *) response->body, (int) response->body_size);
+        json_object *o = json_tokener_parse_ex(b->tok, body, (int) body_size);
         if (!o)
                 return NULL;
-        if (json_tokener_get_parse_end(b->tok) != response->body_size) {
+        if (json_tokener_get_parse_end(b->tok) != body_size) {
                 json_object_put(o);
                 return NULL;
         }
@@ -160,20 +166,18 @@ static json_object *container_key_at(json_object *o, json_object **items, size_t
 
 static void worker_next(Worker *w);
 
-static void on_dec(HttpCall *call, int error, const char *message, const HttpResponse *response,
-                   void *userdata) {
+static void on_dec(BenchConn *c, int error, const char *message, unsigned status, const char *body,
+                   size_t body_size, void *userdata) {
         Worker *w = userdata;
         Bench *b = w->bench;
         json_object *o = NULL, **items = NULL, *single = NULL;
 
-        w->call = NULL;
-        if (error < 0 || response->status != 200) {
-                bench_record_error(b, "dec_keys", error, message, response ? response->status : 0,
-                                   response ? (const char *) response->body : NULL);
+        if (error < 0 || status != 200) {
+                bench_record_error(b, "dec_keys", error, message, status, body);
                 goto next;
         }
 
-        o = bench_parse(b, response);
+        o = bench_parse(b, body, body_size);
         size_t n = o ? container_keys(o, &items, &single) : 0;
         if (n != w->n_keys) {
                 bench_record_error(b, "dec_keys", 0, "unexpected number of keys in the response", 0, NULL);
@@ -239,20 +243,32 @@ static int worker_store_keys(Worker *w, json_object *o) {
         return 0;
 }
 
-static int worker_dec_request(Worker *w, HttpCallSpec *spec) {
-        Bench *b = w->bench;
+/* Key IDs go into a URL and JSON as they are: they must need no escaping. */
+static bool key_id_is_plain(const char *id) {
+        return !isempty(id) && strspn(id, "0123456789abcdefABCDEF-") == strlen(id);
+}
 
-        *spec = (HttpCallSpec){.headers = b->dec_headers, .timeout_ms = BENCH_CALL_TIMEOUT_MS};
+static int worker_dec_request(Worker *w) {
+        Bench *b = w->bench;
+        _cleanup_free_ char *body = NULL;
+        size_t size = 0;
+        int n;
+
+        for (size_t i = 0; i < w->n_keys; i++)
+                if (!key_id_is_plain(w->keys[i].id))
+                        return -EBADMSG;
+
         if (w->n_keys == 1) {
-                if (asprintf(&w->dec_url, "%s?key_ID=%s", b->dec_url, w->keys[0].id) < 0)
+                n = asprintf(&w->dec_request,
+                             "GET %s?key_ID=%s HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n\r\n",
+                             b->dec_path, w->keys[0].id, b->dec_host, b->slave);
+                if (n < 0)
                         return -ENOMEM;
-                spec->method = "GET";
-                spec->url = w->dec_url;
+                w->dec_request_size = (size_t) n;
                 return 0;
         }
 
-        size_t size = 0;
-        FILE *f = open_memstream(&w->dec_body, &size);
+        FILE *f = open_memstream(&body, &size);
         if (!f)
                 return -ENOMEM;
         fputs("{\"key_IDs\":[", f);
@@ -261,36 +277,36 @@ static int worker_dec_request(Worker *w, HttpCallSpec *spec) {
         fputs("]}", f);
         if (fclose(f) != 0)
                 return -ENOMEM;
-        spec->method = "POST";
-        spec->url = b->dec_url;
-        spec->body = w->dec_body;
-        spec->body_size = size;
+        n = asprintf(&w->dec_request,
+                     "POST %s HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n"
+                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
+                     b->dec_path, b->dec_host, b->slave, size, body);
+        if (n < 0)
+                return -ENOMEM;
+        w->dec_request_size = (size_t) n;
         return 0;
 }
 
-static void on_enc(HttpCall *call, int error, const char *message, const HttpResponse *response,
-                   void *userdata) {
+static void on_enc(BenchConn *c, int error, const char *message, unsigned status, const char *body,
+                   size_t body_size, void *userdata) {
         Worker *w = userdata;
         Bench *b = w->bench;
-        HttpCallSpec spec;
         int r;
 
-        w->call = NULL;
-        if (error < 0 || response->status != 200) {
-                bench_record_error(b, "enc_keys", error, message, response ? response->status : 0,
-                                   response ? (const char *) response->body : NULL);
+        if (error < 0 || status != 200) {
+                bench_record_error(b, "enc_keys", error, message, status, body);
                 worker_next(w);
                 return;
         }
 
-        json_object *o = bench_parse(b, response);
+        json_object *o = bench_parse(b, body, body_size);
         r = o ? worker_store_keys(w, o) : -EBADMSG;
         if (o)
                 json_put_wiped(o);
         if (r == 0)
-                r = worker_dec_request(w, &spec);
+                r = worker_dec_request(w);
         if (r == 0)
-                r = http_client_call(b->ctl->http, &spec, on_dec, w, &w->call);
+                r = bench_conn_request(w->slave, w->dec_request, w->dec_request_size, on_dec, w);
         if (r < 0) {
                 bench_record_error(b, "enc_keys", r,
                                    r == -EBADMSG ? "the response is not a key container" : strerror(-r), 0,
@@ -313,13 +329,7 @@ static void worker_next(Worker *w) {
 
         b->started++;
         w->started = now_usec();
-        HttpCallSpec spec = {
-                .method = "GET",
-                .url = b->enc_url,
-                .headers = b->enc_headers,
-                .timeout_ms = BENCH_CALL_TIMEOUT_MS,
-        };
-        int r = http_client_call(b->ctl->http, &spec, on_enc, w, &w->call);
+        int r = bench_conn_request(w->master, b->enc_request, b->enc_request_size, on_enc, w);
         if (r < 0) {
                 log_error_errno(r, "Failed to start a request: %m");
                 b->stopping = true;
@@ -332,6 +342,25 @@ static int on_deadline(sd_event_source *s, uint64_t usec, void *userdata) {
         Bench *b = userdata;
 
         b->stopping = true;
+        return 0;
+}
+
+/* One timer for all requests: a request is given up a little after its deadline rather than on the
+ * dot, which spares arming a timer per request. */
+static int on_sweep(sd_event_source *s, uint64_t usec, void *userdata) {
+        Bench *b = userdata;
+        uint64_t now = now_usec(), since;
+
+        for (unsigned i = 0; i < b->o->concurrency; i++) {
+                Worker *w = b->workers + i;
+                BenchConn *c = bench_conn_busy(w->master, &since)  ? w->master
+                               : bench_conn_busy(w->slave, &since) ? w->slave
+                                                                   : NULL;
+                if (c && now - since >= BENCH_CALL_TIMEOUT_USEC)
+                        bench_conn_abort(c, -ETIMEDOUT, "Timed out.");
+        }
+        (void) sd_event_source_set_time_relative(s, BENCH_SWEEP_USEC);
+        (void) sd_event_source_set_enabled(s, SD_EVENT_ON);
         return 0;
 }
 
@@ -501,20 +530,57 @@ static double percentile_ms(const uint32_t *sorted, size_t n, double p) {
 
 static void bench_done(Bench *b) {
         for (unsigned i = 0; b->workers && i < b->o->concurrency; i++) {
-                http_call_cancel(b->workers[i].call);
+                bench_conn_free(b->workers[i].master);
+                bench_conn_free(b->workers[i].slave);
                 worker_clear_keys(b->workers + i);
         }
         free(b->workers);
-        free(b->enc_url);
-        free(b->dec_url);
-        free(b->auth_master);
-        free(b->auth_slave);
+        free(b->enc_request);
+        free(b->dec_path);
+        free(b->dec_host);
+        free(b->slave);
         free(b->latencies);
         for (unsigned i = 0; i < b->n_first_errors; i++)
                 free(b->first_errors[i]);
         if (b->tok)
                 json_tokener_free(b->tok);
         sd_event_source_disable_unref(b->deadline);
+        sd_event_source_disable_unref(b->sweep);
+}
+
+/* "http://HOST:PORT/PATH" into "HOST:PORT" and "/PATH". */
+static int url_split(const char *url, char **ret_host, char **ret_path) {
+        const char *h = startswith(url, "http://"), *p;
+        _cleanup_free_ char *host = NULL, *path = NULL;
+
+        if (!h || !(p = strchr(h, '/')))
+                return -EINVAL;
+        host = strndup(h, (size_t) (p - h));
+        path = strdup(p);
+        if (!host || !path)
+                return -ENOMEM;
+        *ret_host = TAKE_PTR(host);
+        *ret_path = TAKE_PTR(path);
+        return 0;
+}
+
+static int strextend_printf(char **s, const char *format, ...) _printf_(2, 3);
+static int strextend_printf(char **s, const char *format, ...) {
+        _cleanup_free_ char *tail = NULL;
+        va_list ap;
+        char *n;
+        int k;
+
+        va_start(ap, format);
+        k = vasprintf(&tail, format, ap);
+        va_end(ap);
+        if (k < 0)
+                return -ENOMEM;
+        if (asprintf(&n, "%s%s", *s, tail) < 0)
+                return -ENOMEM;
+        free(*s);
+        *s = n;
+        return 0;
 }
 
 /* The first SAE of the first client with one, skipping the client that serves `other`. */
@@ -538,7 +604,8 @@ static int bench_print(Bench *b, const Topology *t, const char *master, const ch
         unsigned s = o->size_bits / 8;
         uint64_t expected = (uint64_t) t->n_hubs * (2 * s + 128);
 
-        qsort(b->latencies, b->n_latencies, sizeof(uint32_t), compare_u32);
+        if (b->n_latencies > 0)
+                qsort(b->latencies, b->n_latencies, sizeof(uint32_t), compare_u32);
         double p50 = percentile_ms(b->latencies, b->n_latencies, 50),
                p90 = percentile_ms(b->latencies, b->n_latencies, 90),
                p99 = percentile_ms(b->latencies, b->n_latencies, 99),
@@ -605,11 +672,11 @@ static int bench_print(Bench *b, const Topology *t, const char *master, const ch
 
 int bench_run(Ctl *ctl, const char *path, const BenchOptions *o) {
         _cleanup_(topology_freep) Topology *t = NULL;
-        _cleanup_free_ char *master_keys = NULL, *slave_keys = NULL;
+        _cleanup_free_ char *master_keys = NULL, *slave_keys = NULL, *enc_path = NULL, *master_host = NULL;
         PsrdSnapshot before = {}, after = {};
         bool brought_up = false, have_psrd = false;
         Bench b = {.ctl = ctl, .o = o};
-        int r;
+        int r, n;
 
         if (o->up) {
                 TopologyRunOptions run = o->run;
@@ -638,18 +705,22 @@ int bench_run(Ctl *ctl, const char *path, const BenchOptions *o) {
                 goto finish;
         }
 
+        if (!name_is_valid(master) || !name_is_valid(slave)) {
+                r = log_error_errno(-EINVAL, "Invalid SAE name.");
+                goto finish;
+        }
         if (etsi_keys_url(t, master_kme, &master_keys) < 0 || etsi_keys_url(t, slave_kme, &slave_keys) < 0 ||
-            asprintf(&b.enc_url, "%s/%s/enc_keys?size=%u&number=%u", master_keys, slave, o->size_bits,
-                     o->number) < 0 ||
-            asprintf(&b.dec_url, "%s/%s/dec_keys", slave_keys, master) < 0 ||
-            asprintf(&b.auth_master, "Authorization: %s", master) < 0 ||
-            asprintf(&b.auth_slave, "Authorization: %s", slave) < 0) {
+            url_split(master_keys, &master_host, &enc_path) < 0 ||
+            url_split(slave_keys, &b.dec_host, &b.dec_path) < 0 || !(b.slave = strdup(slave)) ||
+            strextend_printf(&enc_path, "/%s/enc_keys?size=%u&number=%u", slave, o->size_bits, o->number) <
+                    0 ||
+            strextend_printf(&b.dec_path, "/%s/dec_keys", master) < 0 ||
+            (n = asprintf(&b.enc_request, "GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: %s\r\n\r\n",
+                          enc_path, master_host, master)) < 0) {
                 r = log_oom();
                 goto finish;
         }
-        b.enc_headers[0] = b.auth_master;
-        b.dec_headers[0] = b.auth_slave;
-        b.dec_headers[1] = "Content-Type: application/json";
+        b.enc_request_size = (size_t) n;
 
         TopologyNode *kmes[2] = {master_kme, slave_kme};
         size_t n_kmes = master_kme == slave_kme ? 1 : 2;
@@ -659,6 +730,21 @@ int bench_run(Ctl *ctl, const char *path, const BenchOptions *o) {
         b.workers = calloc(o->concurrency, sizeof(Worker));
         if (!b.tok || !b.workers) {
                 r = log_oom();
+                goto finish;
+        }
+        for (unsigned i = 0; i < o->concurrency; i++) {
+                r = bench_conn_new(ctl->event, t->address, master_kme->port, &b.workers[i].master);
+                if (r >= 0)
+                        r = bench_conn_new(ctl->event, t->address, slave_kme->port, &b.workers[i].slave);
+                if (r < 0) {
+                        log_error_errno(r, "Failed to set up a connection: %m");
+                        goto finish;
+                }
+        }
+        r = sd_event_add_time_relative(ctl->event, &b.sweep, CLOCK_MONOTONIC, BENCH_SWEEP_USEC, 0, on_sweep,
+                                       &b);
+        if (r < 0) {
+                log_error_errno(r, "Failed to set up the timer: %m");
                 goto finish;
         }
 

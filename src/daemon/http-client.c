@@ -21,6 +21,8 @@
 /* curl's deadlines are request and connect timeouts: firing them a little late costs nothing, while
  * re-arming the timer on every change costs a system call. */
 #define TIMER_ACCURACY_MAX_USEC ((uint64_t) 1000 * 1000)
+/* Ready sockets taken per turn of the event loop; more wait for the next turn. */
+#define EPOLL_BATCH 32
 
 typedef struct CurlSocket CurlSocket;
 
@@ -29,11 +31,10 @@ typedef struct CurlSocket CurlSocket;
  * needs no epoll_ctl(). */
 struct CurlSocket {
         HttpClient *client;
-        sd_event_source *source;
         int fd;
-        uint32_t events; /* what the source watches */
-        bool enabled;
-        bool wanted; /* curl wants to hear about this socket */
+        uint32_t events; /* what the client's epoll watches */
+        bool enabled;    /* in the client's epoll */
+        bool wanted;     /* curl wants to hear about this socket */
 };
 
 struct HttpCall {
@@ -64,7 +65,11 @@ struct HttpClient {
         CURLM *multi;
         sd_event_source *timer_source;
         sd_event_source *defer_source; /* curl's "time out now", without a timer */
-        CurlSocket **sockets;          /* by file descriptor */
+        /* curl's sockets are watched by an epoll instance of our own, itself one source of the event
+         * loop: the answers of several hubs are then handled in one turn of the loop, not one each. */
+        int epoll_fd;
+        sd_event_source *epoll_source;
+        CurlSocket **sockets; /* by file descriptor */
         size_t n_sockets;
 
         HttpCall *running_head;
@@ -256,44 +261,63 @@ static void client_run_timeout(HttpClient *c) {
 }
 
 static int curl_socket_watch(CurlSocket *s, uint32_t events) {
-        int k;
+        struct epoll_event ev = {.events = events, .data.fd = s->fd};
 
-        if (s->events != events) {
-                k = sd_event_source_set_io_events(s->source, events);
-                if (k < 0)
-                        return k;
-                s->events = events;
-        }
-        if (!s->enabled) {
-                k = sd_event_source_set_enabled(s->source, SD_EVENT_ON);
-                if (k < 0)
-                        return k;
-                s->enabled = true;
-        }
+        if (s->enabled && s->events == events)
+                return 0;
+        if (epoll_ctl(s->client->epoll_fd, s->enabled ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s->fd, &ev) < 0)
+                return -errno;
+        s->events = events;
+        s->enabled = true;
         return 0;
 }
 
-static int client_on_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
-        CurlSocket *s = userdata;
-        HttpClient *c = s->client;
-        int action = 0, running;
+static void curl_socket_unwatch(CurlSocket *s) {
+        /* Level-triggered errors and hangups are reported even for no events: only removal silences
+         * a socket. */
+        if (s->enabled && epoll_ctl(s->client->epoll_fd, EPOLL_CTL_DEL, s->fd, NULL) >= 0)
+                s->enabled = false;
+}
 
-        if (!s->wanted) {
-                /* An idle cached connection: the peer closed it or sent something unasked for. curl
-                 * finds out when it next looks at the connection; until then, stay quiet. */
-                if (sd_event_source_set_enabled(source, SD_EVENT_OFF) >= 0)
-                        s->enabled = false;
+static CurlSocket *client_socket_get(HttpClient *c, int fd);
+
+static int client_on_io(sd_event_source *source, int fd, uint32_t revents, void *userdata) {
+        HttpClient *c = userdata;
+        struct epoll_event events[EPOLL_BATCH];
+        int n, running;
+
+        n = epoll_wait(c->epoll_fd, events, EPOLL_BATCH, 0);
+        if (n < 0) {
+                /* Returning an error would disable the source, and with it every call for good. */
+                if (errno != EINTR)
+                        log_debug_errno(errno, "HTTP client: epoll_wait() failed: %m");
                 return 0;
         }
 
-        if (revents & EPOLLIN)
-                action |= CURL_CSELECT_IN;
-        if (revents & EPOLLOUT)
-                action |= CURL_CSELECT_OUT;
-        if (revents & (EPOLLERR | EPOLLHUP))
-                action |= CURL_CSELECT_ERR;
+        for (int i = 0; i < n; i++) {
+                /* Looked up by descriptor: curl may have closed a socket of this batch meanwhile. */
+                CurlSocket *s = client_socket_get(c, events[i].data.fd);
+                uint32_t e = events[i].events;
+                int action = 0;
 
-        (void) curl_multi_socket_action(c->multi, fd, action, &running);
+                if (!s)
+                        continue;
+                if (!s->wanted) {
+                        /* An idle cached connection: the peer closed it or sent something unasked
+                         * for. curl finds out when it next looks at the connection; until then, stay
+                         * quiet. */
+                        curl_socket_unwatch(s);
+                        continue;
+                }
+
+                if (e & EPOLLIN)
+                        action |= CURL_CSELECT_IN;
+                if (e & EPOLLOUT)
+                        action |= CURL_CSELECT_OUT;
+                if (e & (EPOLLERR | EPOLLHUP))
+                        action |= CURL_CSELECT_ERR;
+                (void) curl_multi_socket_action(c->multi, s->fd, action, &running);
+        }
         client_process_done(c);
         return 0;
 }
@@ -317,7 +341,7 @@ static void curl_socket_free(CurlSocket *s) {
 
         assert(c->sockets[s->fd] == s);
         c->sockets[s->fd] = NULL;
-        sd_event_source_disable_unref(s->source);
+        curl_socket_unwatch(s);
         free(s);
 }
 
@@ -338,16 +362,13 @@ static int client_socket_new(HttpClient *c, int fd, uint32_t events, CurlSocket 
         s = calloc(1, sizeof(CurlSocket));
         if (!s)
                 return -ENOMEM;
-        k = sd_event_add_io(c->event, &s->source, fd, events, client_on_io, s);
+        s->client = c;
+        s->fd = fd;
+        k = curl_socket_watch(s, events);
         if (k < 0) {
                 free(s);
                 return k;
         }
-        (void) sd_event_source_set_description(s->source, "http-client-io");
-        s->client = c;
-        s->fd = fd;
-        s->events = events;
-        s->enabled = true;
         c->sockets[fd] = s;
         *ret = s;
         return 0;
@@ -444,6 +465,9 @@ int http_client_new(sd_event *event, HttpClient **ret) {
                 return -ENOMEM;
         }
         c->event = sd_event_ref(event);
+        c->epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+        if (c->epoll_fd < 0)
+                return -errno;
 
         c->multi = curl_multi_init();
         if (!c->multi)
@@ -455,6 +479,11 @@ int http_client_new(sd_event *event, HttpClient **ret) {
             curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, MAX_CACHED_CONNECTIONS) != CURLM_OK ||
             curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L) != CURLM_OK)
                 return -EIO;
+
+        k = sd_event_add_io(event, &c->epoll_source, c->epoll_fd, EPOLLIN, client_on_io, c);
+        if (k < 0)
+                return k;
+        (void) sd_event_source_set_description(c->epoll_source, "http-client-io");
 
         k = sd_event_add_time(event, &c->timer_source, CLOCK_MONOTONIC, 0, 1, client_on_timer, c);
         if (k < 0)
@@ -498,6 +527,8 @@ HttpClient *http_client_free(HttpClient *c) {
                 if (c->sockets[i])
                         curl_socket_free(c->sockets[i]);
         free(c->sockets);
+        sd_event_source_disable_unref(c->epoll_source);
+        safe_close(c->epoll_fd);
         sd_event_source_disable_unref(c->timer_source);
         sd_event_source_disable_unref(c->defer_source);
         sd_event_unref(c->event);
