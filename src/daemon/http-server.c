@@ -882,7 +882,7 @@ int http_server_new(sd_event *event, const HttpServerConfig *config, HttpHandler
         if (mhd_fd < 0)
                 return -errno;
 
-        flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+        flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_TURBO;
         if (ss.ss_family == AF_INET6)
                 flags |= MHD_USE_IPv6;
 
