@@ -826,30 +826,28 @@ int key_store_new(sd_event *event, KeyStore **ret) {
 /* A key record: key ID, expiry (CLOCK_REALTIME, µs), master and slave SAE (a length byte and the
  * text each), the key (two length bytes and the bytes). The caller wipes and frees *ret. */
 static int stored_key_record(const StoredKey *k, uint64_t now_mono, uint8_t **ret, size_t *ret_size) {
-        size_t lm = strlen(k->master_sae), ls = strlen(k->slave_sae), off = 0;
         uint64_t expires =
                 htole64(realtime_usec() + (k->expires_usec > now_mono ? k->expires_usec - now_mono : 0));
+        size_t off = 24, alloc = 24 + STATE_TEXT_SIZE_MAX(2) + STATE_VALUE_SIZE_MAX(k->size);
         uint8_t *buf;
+        int r;
 
-        if (lm > UINT8_MAX || ls > UINT8_MAX || k->size > UINT16_MAX)
-                return -E2BIG;
-        buf = secret_alloc(16 + 8 + 2 + lm + ls + 2 + k->size);
+        buf = secret_alloc(alloc);
         if (!buf)
                 return -ENOMEM;
         memcpy(buf, k->key_id.bytes, 16);
         memcpy(buf + 16, &expires, 8);
-        off = 24;
-        buf[off++] = (uint8_t) lm;
-        memcpy(buf + off, k->master_sae, lm);
-        off += lm;
-        buf[off++] = (uint8_t) ls;
-        memcpy(buf + off, k->slave_sae, ls);
-        off += ls;
-        buf[off++] = (uint8_t) (k->size & 0xff);
-        buf[off++] = (uint8_t) (k->size >> 8);
-        memcpy(buf + off, k->key, k->size);
+        r = state_record_put_text(buf, &off, k->master_sae);
+        if (r >= 0)
+                r = state_record_put_text(buf, &off, k->slave_sae);
+        if (r >= 0)
+                r = state_record_put_value(buf, &off, k->key, k->size);
+        if (r < 0) {
+                erase_and_free(buf, alloc);
+                return r;
+        }
         *ret = buf;
-        *ret_size = off + k->size;
+        *ret_size = off;
         return 0;
 }
 
@@ -1020,27 +1018,11 @@ int key_store_snapshot(KeyStore *s, StateDir *d) {
         return 0;
 }
 
-static int get_string(const uint8_t *p, size_t n, size_t *off, char **ret) {
-        size_t l;
-
-        if (*off >= n)
-                return -EBADMSG;
-        l = p[(*off)++];
-        if (l == 0 || l > n - *off)
-                return -EBADMSG;
-        *ret = strndup((const char *) p + *off, l);
-        if (!*ret)
-                return -ENOMEM;
-        if (strlen(*ret) != l)
-                return -EBADMSG;
-        *off += l;
-        return 0;
-}
-
 int key_store_restore(KeyStore *s, uint8_t type, const uint8_t *p, size_t n, unsigned max_keys) {
         _cleanup_free_ char *master = NULL, *slave = NULL;
         uint64_t expires, now = realtime_usec();
         size_t off = 24, size;
+        const uint8_t *value;
         StoredKey *old;
         uint8_t *key;
         Uuid key_id;
@@ -1061,21 +1043,17 @@ int key_store_restore(KeyStore *s, uint8_t type, const uint8_t *p, size_t n, uns
 
         memcpy(&expires, p + 16, 8);
         expires = le64toh(expires);
-        r = get_string(p, n, &off, &master);
+        r = state_record_get_text(p, n, &off, &master);
         if (r >= 0)
-                r = get_string(p, n, &off, &slave);
+                r = state_record_get_text(p, n, &off, &slave);
+        if (r >= 0)
+                r = state_record_get_value(p, n, &off, &value, &size);
         if (r < 0)
                 return r;
-        if (n - off < 2)
-                return -EBADMSG;
-        size = (size_t) p[off] | (size_t) p[off + 1] << 8;
-        off += 2;
-        if (size == 0 || size != n - off)
-                return -EBADMSG;
         if (expires <= now)
                 return 0;
 
-        key = secret_memdup(p + off, size);
+        key = secret_memdup(value, size);
         if (!key)
                 return -ENOMEM;
         r = key_store_add(s, &key_id, master, slave, key, size, max_keys, expires - now);

@@ -538,6 +538,6 @@ int manager_run(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");
         if (!m->failed)
-                client_state_close(m);
+                (void) state_dir_close(m->state); /* logs what fails */
         return m->failed ? -EIO : 0;
 }

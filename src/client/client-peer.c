@@ -387,16 +387,13 @@ static void peer_hub_check_ready(PeerHub *p) {
         manager_peers_changed(p->manager);
 }
 
-static void on_psrd(HttpCall *call, int error, const char *message, const HttpResponse *response,
-                    void *userdata) {
-        PeerHub *p = userdata;
-        PoolOwner owner = peer_hub_call_owner(p, call);
+/* The outcome of a fetch for the pools: for the hub-owned pool, the fetch is recorded as ended only
+ * once its outcome is settled (the block stored, or the link reset), so that a crash in between
+ * still makes the next start register again. */
+static int peer_hub_store_block(PeerHub *p, PoolOwner owner, int error, const char *message,
+                                const HttpResponse *response) {
         HubError e;
         int r;
-
-        p->psrd_call[owner] = NULL;
-        if (owner == POOL_OWNER_PEER)
-                client_state_fetch_end(p->manager, p->name);
 
         if (error < 0 && owner == POOL_OWNER_PEER) {
                 /* The hub may have added the block to its copy before the answer was lost: it would
@@ -404,7 +401,7 @@ static void on_psrd(HttpCall *call, int error, const char *message, const HttpRe
                 peer_hub_describe_failure(p, "PSRD request", error, message, response);
                 p->n_failures++;
                 peer_hub_lost_psrd(p, p->generation);
-                return;
+                return error;
         }
         if (error < 0 || response->status != 200) {
                 peer_hub_describe_failure(p, "PSRD request", error, message, response);
@@ -413,13 +410,13 @@ static void on_psrd(HttpCall *call, int error, const char *message, const HttpRe
                         hub_error_parse(response, &e);
                         if (e.client_not_registered) {
                                 peer_hub_lost_registration(p, p->generation);
-                                return;
+                                return -ENOENT;
                         }
                 }
                 log_full(p->backoff_usec == 0 ? LOG_WARNING : LOG_DEBUG, "Hub %s: %s.", p->name,
                          p->last_error);
                 peer_hub_schedule_retry(p);
-                return;
+                return -EPROTO;
         }
 
         r = peer_hub_add_block(p, owner, response);
@@ -427,9 +424,29 @@ static void on_psrd(HttpCall *call, int error, const char *message, const HttpRe
                 p->n_failures++;
                 peer_hub_set_error(p, "PSRD block refused: %s", strerror(-r));
                 log_warning_errno(r, "Hub %s: refusing the PSRD block it sent: %m", p->name);
-                peer_hub_schedule_retry(p);
-                return;
+                if (owner == POOL_OWNER_PEER)
+                        /* The hub holds it all the same. */
+                        peer_hub_lost_psrd(p, p->generation);
+                else
+                        peer_hub_schedule_retry(p);
+                return r;
         }
+        return 0;
+}
+
+static void on_psrd(HttpCall *call, int error, const char *message, const HttpResponse *response,
+                    void *userdata) {
+        PeerHub *p = userdata;
+        PoolOwner owner = peer_hub_call_owner(p, call);
+        int r;
+
+        p->psrd_call[owner] = NULL;
+        r = peer_hub_store_block(p, owner, error, message, response);
+        if (owner == POOL_OWNER_PEER)
+                client_state_fetch_end(p->manager, p->name);
+        if (r < 0)
+                return;
+
         p->n_blocks_fetched++;
         p->backoff_usec = 0;
         if (owner == POOL_OWNER_PEER)

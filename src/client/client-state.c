@@ -177,7 +177,6 @@ static void on_state_failed(StateDir *d, int error, void *userdata) {
 
 int client_state_restore(Manager *m) {
         _cleanup_(restore_done) Restore x = {.manager = m};
-        size_t n;
         int r;
 
         if (!m->state)
@@ -193,9 +192,7 @@ int client_state_restore(Manager *m) {
         r = restore_hubs(m, x.fetching);
         if (r < 0)
                 return r;
-        n = state_dir_drop_unclaimed(m->state);
-        if (n > 0)
-                log_notice("Destroyed %zu stored PSRD block(s) of hubs no longer registered.", n);
+        (void) state_dir_drop_unclaimed(m->state); /* logs what it destroys */
 
         key_store_set_state(m->keys, m->state);
         state_dir_set_snapshot_writer(m->state, write_snapshot, m);
@@ -204,14 +201,4 @@ int client_state_restore(Manager *m) {
         log_info("State restored from %s: %u hub registration(s), %zu key(s) awaiting delivery.",
                  m->config.state_dir, manager_hubs_ready(m), key_store_size(m->keys));
         return 0;
-}
-
-void client_state_close(Manager *m) {
-        int r;
-
-        if (!m->state)
-                return;
-        r = state_dir_close(m->state);
-        if (r < 0)
-                log_error_errno(r, "Failed to write the final checkpoint of the state: %m");
 }

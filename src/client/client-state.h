@@ -12,8 +12,6 @@ int client_state_open(Manager *m);
 /* Once the hubs exist: resumes their recorded registrations, restores the stored keys and
  * destroys the PSRD of hubs no longer configured. */
 int client_state_restore(Manager *m);
-/* Writes the final checkpoint. */
-void client_state_close(Manager *m);
 /* Records, synced, that a block of the hub-owned pool is being fetched from hub; and that the
  * fetch ended (the block arrived, or the hub refused). A fetch that began and did not end makes
  * the next start register with that hub again. */

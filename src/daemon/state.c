@@ -1589,6 +1589,56 @@ int state_dir_replay(StateDir *d, StateRecordHandler handler, void *userdata) {
         return r;
 }
 
+int state_record_put_text(uint8_t *buf, size_t *off, const char *s) {
+        size_t n = strlen(s);
+
+        if (n == 0 || n > UINT8_MAX)
+                return -E2BIG;
+        buf[(*off)++] = (uint8_t) n;
+        memcpy(buf + *off, s, n);
+        *off += n;
+        return 0;
+}
+
+int state_record_put_value(uint8_t *buf, size_t *off, const void *data, size_t size) {
+        if (size == 0 || size > UINT16_MAX)
+                return -E2BIG;
+        buf[(*off)++] = (uint8_t) (size & 0xff);
+        buf[(*off)++] = (uint8_t) (size >> 8);
+        memcpy(buf + *off, data, size);
+        *off += size;
+        return 0;
+}
+
+int state_record_get_text(const uint8_t *p, size_t n, size_t *off, char **ret) {
+        size_t l;
+
+        if (*off >= n)
+                return -EBADMSG;
+        l = p[*off];
+        if (l == 0 || l > n - *off - 1 || memchr(p + *off + 1, 0, l))
+                return -EBADMSG;
+        *ret = strndup((const char *) p + *off + 1, l);
+        if (!*ret)
+                return -ENOMEM;
+        *off += 1 + l;
+        return 0;
+}
+
+int state_record_get_value(const uint8_t *p, size_t n, size_t *off, const uint8_t **ret, size_t *ret_size) {
+        size_t size;
+
+        if (*off > n || n - *off < 2)
+                return -EBADMSG;
+        size = (size_t) p[*off] | (size_t) p[*off + 1] << 8;
+        if (size == 0 || size != n - *off - 2)
+                return -EBADMSG;
+        *ret = p + *off + 2;
+        *ret_size = size;
+        *off = n;
+        return 0;
+}
+
 int state_dir_append(StateDir *d, uint8_t type, const void *payload, size_t size) {
         int r;
 

@@ -101,6 +101,17 @@ int state_dir_replay(StateDir *d, StateRecordHandler handler, void *userdata);
  * next commit. */
 int state_dir_append(StateDir *d, uint8_t type, const void *payload, size_t size);
 
+/* Fields of the daemons' records. A text is a length byte and 1 to 255 bytes without NUL; a value
+ * is two length bytes (little endian) and 1 to 65535 bytes, and ends the record. The writers append
+ * at *off to a buffer the caller sized (-E2BIG when the field does not fit its form); the readers
+ * advance *off and return -EBADMSG for anything malformed. */
+#define STATE_TEXT_SIZE_MAX(n)  ((size_t) (n) * (1 + UINT8_MAX))
+#define STATE_VALUE_SIZE_MAX(n) (2 + (size_t) (n))
+int state_record_put_text(uint8_t *buf, size_t *off, const char *s);
+int state_record_put_value(uint8_t *buf, size_t *off, const void *data, size_t size);
+int state_record_get_text(const uint8_t *p, size_t n, size_t *off, char **ret);
+int state_record_get_value(const uint8_t *p, size_t n, size_t *off, const uint8_t **ret, size_t *ret_size);
+
 /* At a checkpoint the snapshot is rebuilt from what the writer adds with state_dir_snapshot_add()
  * (the records live at that moment). */
 typedef int (*StateSnapshotWriter)(StateDir *d, void *userdata);

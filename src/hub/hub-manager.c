@@ -494,7 +494,7 @@ int manager_run(Manager *m) {
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");
         if (!m->failed)
-                hub_state_close(m);
+                (void) state_dir_close(m->state); /* logs what fails */
         log_info("Stopped.");
         return m->failed ? -EIO : 0;
 }

@@ -27,42 +27,34 @@ static uint64_t realtime_usec(void) {
         return (uint64_t) ts.tv_sec * 1000000u + (uint64_t) ts.tv_nsec / 1000u;
 }
 
-static int put_string(uint8_t *buf, size_t *off, const char *s) {
-        size_t n = strlen(s);
-
-        if (n > UINT8_MAX)
-                return -E2BIG;
-        buf[(*off)++] = (uint8_t) n;
-        memcpy(buf + *off, s, n);
-        *off += n;
-        return 0;
-}
-
 /* Encodes s with the given expiry; the caller wipes and frees *ret. */
 static int share_record_encode(const Share *s, uint64_t expires, uint8_t **ret, size_t *ret_size) {
         uint32_t index = htole32(s->share_index);
-        size_t off = SHARE_FIXED_SIZE;
+        size_t off = SHARE_FIXED_SIZE,
+               alloc = SHARE_FIXED_SIZE + STATE_TEXT_SIZE_MAX(3) + STATE_VALUE_SIZE_MAX(s->size);
         uint8_t *buf;
+        int r;
 
-        if (s->size > UINT16_MAX)
-                return -E2BIG;
-        buf = secret_alloc(SHARE_FIXED_SIZE + 3 * (1 + UINT8_MAX) + 2 + s->size);
+        buf = secret_alloc(alloc);
         if (!buf)
                 return -ENOMEM;
         expires = htole64(expires);
         memcpy(buf, s->key_id.bytes, 16);
         memcpy(buf + 16, &index, 4);
         memcpy(buf + 20, &expires, 8);
-        if (put_string(buf, &off, s->master_client->name) < 0 ||
-            put_string(buf, &off, s->master_sae_id) < 0 || put_string(buf, &off, s->slave_sae_id) < 0) {
-                free(buf);
-                return -E2BIG;
+        r = state_record_put_text(buf, &off, s->master_client->name);
+        if (r >= 0)
+                r = state_record_put_text(buf, &off, s->master_sae_id);
+        if (r >= 0)
+                r = state_record_put_text(buf, &off, s->slave_sae_id);
+        if (r >= 0)
+                r = state_record_put_value(buf, &off, s->value, s->size);
+        if (r < 0) {
+                erase_and_free(buf, alloc);
+                return r;
         }
-        buf[off++] = (uint8_t) (s->size & 0xff);
-        buf[off++] = (uint8_t) (s->size >> 8);
-        memcpy(buf + off, s->value, s->size);
         *ret = buf;
-        *ret_size = off + s->size;
+        *ret_size = off;
         return 0;
 }
 
@@ -95,29 +87,13 @@ void hub_state_share_delete(StateDir *d, const Share *s) {
                 log_warning_errno(r, "Failed to record the removal of a share: %m");
 }
 
-static int get_string(const uint8_t *p, size_t n, size_t *off, char **ret) {
-        size_t l;
-
-        if (*off >= n)
-                return -EBADMSG;
-        l = p[(*off)++];
-        if (l == 0 || l > n - *off)
-                return -EBADMSG;
-        *ret = strndup((const char *) p + *off, l);
-        if (!*ret)
-                return -ENOMEM;
-        if (strlen(*ret) != l)
-                return -EBADMSG;
-        *off += l;
-        return 0;
-}
-
 static int restore_share(Manager *m, const uint8_t *p, size_t n) {
         _cleanup_free_ char *client = NULL, *master = NULL, *slave = NULL;
         _cleanup_(share_freep) Share *s = NULL;
         uint64_t expires, now = realtime_usec();
         uint32_t index;
         size_t off = SHARE_FIXED_SIZE, size;
+        const uint8_t *value;
         PeerClient *c;
         Uuid key_id;
         Share *old;
@@ -130,19 +106,15 @@ static int restore_share(Manager *m, const uint8_t *p, size_t n) {
         memcpy(&expires, p + 20, 8);
         index = le32toh(index);
         expires = le64toh(expires);
-        r = get_string(p, n, &off, &client);
+        r = state_record_get_text(p, n, &off, &client);
         if (r >= 0)
-                r = get_string(p, n, &off, &master);
+                r = state_record_get_text(p, n, &off, &master);
         if (r >= 0)
-                r = get_string(p, n, &off, &slave);
+                r = state_record_get_text(p, n, &off, &slave);
+        if (r >= 0)
+                r = state_record_get_value(p, n, &off, &value, &size);
         if (r < 0)
                 return r;
-        if (n - off < 2)
-                return -EBADMSG;
-        size = (size_t) p[off] | (size_t) p[off + 1] << 8;
-        off += 2;
-        if (size == 0 || size != n - off)
-                return -EBADMSG;
 
         /* A later record for the same key replaces an earlier one. */
         old = share_store_get(&m->shares, &key_id);
@@ -153,7 +125,7 @@ static int restore_share(Manager *m, const uint8_t *p, size_t n) {
         if (!c || expires <= now)
                 return 0; /* unregistered since, or expired while the hub was down */
 
-        r = share_new(&key_id, index, c, master, slave, p + off, size, &s);
+        r = share_new(&key_id, index, c, master, slave, value, size, &s);
         if (r < 0)
                 return r;
         r = share_store_add(&m->shares, s, expires - now);
@@ -299,7 +271,6 @@ static void on_state_failed(StateDir *d, int error, void *userdata) {
 }
 
 int hub_state_open(Manager *m) {
-        size_t n;
         int r;
 
         if (m->config.ephemeral || !m->config.state_dir)
@@ -321,9 +292,7 @@ int hub_state_open(Manager *m) {
                                        state_dir_path(m->state));
         if (r < 0)
                 return log_error_errno(r, "Failed to restore the stored shares: %m");
-        n = state_dir_drop_unclaimed(m->state);
-        if (n > 0)
-                log_notice("Destroyed %zu stored PSRD block(s) of clients no longer registered.", n);
+        (void) state_dir_drop_unclaimed(m->state); /* logs what it destroys */
 
         m->shares.state = m->state;
         state_dir_set_snapshot_writer(m->state, write_snapshot, m);
@@ -331,14 +300,4 @@ int hub_state_open(Manager *m) {
         log_info("State restored from %s: %zu client(s), %zu share(s) pending.", m->config.state_dir,
                  m->n_clients, m->shares.n_shares);
         return 0;
-}
-
-void hub_state_close(Manager *m) {
-        int r;
-
-        if (!m->state)
-                return;
-        r = state_dir_close(m->state);
-        if (r < 0)
-                log_error_errno(r, "Failed to write the final checkpoint of the state: %m");
 }

@@ -12,8 +12,6 @@
 /* Opens the state directory of the configuration (unless ephemeral) and restores the clients,
  * their pools and the stored shares. Logs what is wrong. */
 int hub_state_open(Manager *m);
-/* Writes the final checkpoint; the state directory stays open until the manager is freed. */
-void hub_state_close(Manager *m);
 
 /* Rewrites node.json after a registration or unregistration. */
 int hub_state_save_clients(Manager *m);
