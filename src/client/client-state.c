@@ -96,10 +96,10 @@ static int on_record(uint8_t type, const void *payload, size_t size, void *userd
                 return key_store_restore(x->manager->keys, type, payload, size,
                                          x->manager->config.max_stored_keys);
 
-        hub = strndup(payload, size);
+        hub = memdup_suffix0(payload, size);
         if (!hub)
                 return -ENOMEM;
-        if (!name_is_valid(hub))
+        if (strlen(hub) != size || !name_is_valid(hub))
                 return -EBADMSG;
         if (type == RECORD_FETCH_BEGIN)
                 return strv_contains(x->fetching, hub) ? 0 : strv_push(&x->fetching, hub, strlen(hub));

@@ -76,6 +76,8 @@ struct HttpServer {
 
         HttpHandler handler;
         void *userdata;
+        HttpReplyHook reply_hook;
+        void *reply_hook_userdata;
         size_t max_body_size;
         uint16_t port;
         bool quiesced;
@@ -610,6 +612,12 @@ static enum MHD_Result request_queue(HttpRequest *r) {
         enum MHD_Result ret;
 
         assert(resp);
+        if (r->server->reply_hook && r->server->reply_hook(r->server->reply_hook_userdata) < 0) {
+                /* What the reply depends on could not be recorded: it must not leave. */
+                MHD_destroy_response(resp);
+                r->state = REQUEST_SENDING;
+                return MHD_NO;
+        }
         ret = MHD_queue_response(r->connection, r->status, resp);
         MHD_destroy_response(resp);
         r->state = REQUEST_SENDING;
@@ -994,6 +1002,12 @@ int http_server_quiesce(HttpServer *s) {
 size_t http_server_pending(const HttpServer *s) {
         assert(s);
         return s->n_pending;
+}
+
+void http_server_set_reply_hook(HttpServer *s, HttpReplyHook hook, void *userdata) {
+        assert(s);
+        s->reply_hook = hook;
+        s->reply_hook_userdata = userdata;
 }
 
 size_t http_server_requests(const HttpServer *s) {

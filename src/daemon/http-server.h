@@ -50,6 +50,10 @@ uint16_t http_server_get_port(const HttpServer *s);
 int http_server_quiesce(HttpServer *s);
 /* Number of requests kept by handlers and not yet replied to. */
 size_t http_server_pending(const HttpServer *s);
+/* Called before each reply is handed to the connection; a negative return closes the connection
+ * instead (used to make state durable before anything that depends on it leaves). */
+typedef int (*HttpReplyHook)(void *userdata);
+void http_server_set_reply_hook(HttpServer *s, HttpReplyHook hook, void *userdata);
 /* Requests begun (their headers arrived) and not completed: being received, handled, kept or
  * sent. Idle keep-alive connections have none. */
 size_t http_server_requests(const HttpServer *s);

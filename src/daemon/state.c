@@ -17,6 +17,7 @@
 #include "crc32.h"
 #include "json-util.h"
 #include "log.h"
+#include "random.h"
 #include "secret.h"
 #include "state.h"
 
@@ -126,7 +127,7 @@ struct StateDir {
         SecretBuffer pending; /* journal records not written yet */
         bool unsynced;
         bool changed;  /* something a checkpoint would write */
-        bool unlinked; /* files removed since the directory was last synced */
+        bool unlinked; /* files renamed or removed in psrd/ since it was last synced */
         bool failed;
 
         SecretBuffer snapshot;
@@ -455,6 +456,7 @@ static int state_block_write_finish(StateBlock *sb, int fd) {
         if (r < 0)
                 return log_error_errno(r, "Failed to write %s/" PSRD_DIR "/%s: %m", d->path, name);
         sb->dirty = false;
+        d->unlinked = true; /* renamed: psrd/ needs a sync */
         return 0;
 }
 
@@ -531,10 +533,17 @@ static int state_block_attach(StatePool *sp, Block *b, uint64_t seq, StateBlock 
         return 0;
 }
 
-static int dir_sync(StateDir *d) {
-        if (fsync(d->psrd_fd) < 0 || fsync(d->dir_fd) < 0)
-                return log_error_errno(-errno, "Failed to sync state directory %s: %m", d->path);
+/* Makes renames and removals durable: in psrd/ (block files) and in the directory itself. */
+static int psrd_dir_sync(StateDir *d) {
+        if (fsync(d->psrd_fd) < 0)
+                return log_error_errno(-errno, "Failed to sync %s/" PSRD_DIR ": %m", d->path);
         d->unlinked = false;
+        return 0;
+}
+
+static int top_dir_sync(StateDir *d) {
+        if (fsync(d->dir_fd) < 0)
+                return log_error_errno(-errno, "Failed to sync state directory %s: %m", d->path);
         return 0;
 }
 
@@ -547,6 +556,15 @@ static void state_failed(StateDir *d, int error) {
 
 /* Hands the pending records to the kernel: from here they survive the process (kill -9), and the
  * sync timer makes them survive the system within SYNC_DELAY_USEC. */
+/* Records wait in the pending buffer for the next flush (before a reply leaves, see
+ * state_dir_flush()) or for the sync timer, whichever comes first. */
+static void state_pending(StateDir *d) {
+        if (d->sync_timer && sd_event_source_get_enabled(d->sync_timer, NULL) == 0) {
+                (void) sd_event_source_set_time_relative(d->sync_timer, SYNC_DELAY_USEC);
+                (void) sd_event_source_set_enabled(d->sync_timer, SD_EVENT_ONESHOT);
+        }
+}
+
 static int state_journal_write(StateDir *d) {
         struct iovec iov = {d->pending.data, d->pending.size};
         int r;
@@ -564,10 +582,6 @@ static int state_journal_write(StateDir *d) {
         }
         d->journal_size += d->pending.size;
         secret_buffer_clear(&d->pending);
-        if (!d->unsynced && d->sync_timer) {
-                (void) sd_event_source_set_time_relative(d->sync_timer, SYNC_DELAY_USEC);
-                (void) sd_event_source_set_enabled(d->sync_timer, SD_EVENT_ONESHOT);
-        }
         d->unsynced = true;
         if (d->journal_size > JOURNAL_CHECKPOINT_SIZE && d->checkpoint_timer)
                 (void) sd_event_source_set_time_relative(d->checkpoint_timer, 0);
@@ -638,7 +652,7 @@ static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t 
                         return r;
                 r = state_block_write(sb);
                 if (r >= 0)
-                        r = dir_sync(d);
+                        r = psrd_dir_sync(d);
                 if (r < 0) {
                         state_block_unlink(sb);
                         state_block_free(sb);
@@ -667,7 +681,8 @@ static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t 
                 r = psrd_record(d, RECORD_PSRD_USED, sp, b, start, size);
                 if (r < 0)
                         return r;
-                return state_journal_write(d);
+                state_pending(d);
+                return 0;
 
         case PSRD_CHANGE_GIVEN_BACK:
                 if (!sb)
@@ -676,7 +691,7 @@ static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t 
                 d->changed = true;
                 if (sp->owner == POOL_OWNER_PEER &&
                     psrd_record(d, RECORD_PSRD_RETURNED, sp, b, start, size) >= 0)
-                        (void) state_journal_write(d);
+                        state_pending(d);
                 return 0;
 
         case PSRD_CHANGE_BLOCK_DROPPED:
@@ -1076,7 +1091,7 @@ static int state_new_journal(StateDir *d) {
                 return log_error_errno(r, "Failed to write %s/" JOURNAL_FILE ": %m", d->path);
         /* The old journal must not come back: with the new snapshot it would be taken for a
          * checkpoint cut short, and the takes synced to the new journal would be forgotten. */
-        r = dir_sync(d);
+        r = top_dir_sync(d);
         if (r < 0)
                 return r;
         return state_open_journal(d);
@@ -1126,7 +1141,7 @@ static int state_write_node(StateDir *d, json_object *data) {
                               2);
         if (r < 0)
                 return log_error_errno(r, "Failed to write %s/" NODE_FILE ": %m", d->path);
-        return dir_sync(d);
+        return top_dir_sync(d);
 }
 
 static int state_load_node(StateDir *d, const uint8_t *buf, size_t n) {
@@ -1211,7 +1226,7 @@ static int state_write_snapshot(StateDir *d) {
         secret_buffer_clear(&d->snapshot);
         if (r < 0)
                 return log_error_errno(r, "Failed to write %s/" RECORDS_FILE ": %m", d->path);
-        r = dir_sync(d);
+        r = top_dir_sync(d);
         if (r < 0)
                 return r;
         /* From here the journal of the previous generation is stale and ignored if we crash. */
@@ -1228,6 +1243,10 @@ static int state_checkpoint(StateDir *d) {
         if (r < 0)
                 return r;
         r = state_write_dirty_blocks(d);
+        /* The blocks renamed and removed must be durable before the journal that still describes
+         * their older versions goes. */
+        if (r >= 0 && d->unlinked)
+                r = psrd_dir_sync(d);
         if (r < 0)
                 goto fail;
         r = state_write_snapshot(d);
@@ -1343,13 +1362,22 @@ static int on_sync(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* The interval, 25% of it at random: nodes started together (a topology, a boot) do not all stop
+ * for a checkpoint at the same moment. */
+static uint64_t checkpoint_delay(const StateDir *d) {
+        uint64_t usec = (uint64_t) d->checkpoint_sec * 1000000u, r = 0;
+
+        (void) random_bytes(&r, sizeof(r));
+        return usec - usec / 8 + r % (usec / 4 + 1);
+}
+
 static int on_checkpoint(sd_event_source *s, uint64_t usec, void *userdata) {
         StateDir *d = userdata;
 
         (void) usec;
         (void) state_dir_checkpoint(d);
         if (d->checkpoint_sec > 0)
-                (void) sd_event_source_set_time_relative(s, (uint64_t) d->checkpoint_sec * 1000000u);
+                (void) sd_event_source_set_time_relative(s, checkpoint_delay(d));
         return 0;
 }
 
@@ -1415,8 +1443,7 @@ int state_dir_open(sd_event *event, const char *path, const char *role, const ch
                 (void) sd_event_source_set_description(d->sync_timer, "state-sync");
                 (void) sd_event_source_set_enabled(d->sync_timer, SD_EVENT_OFF);
                 r = sd_event_add_time_relative(event, &d->checkpoint_timer, CLOCK_MONOTONIC,
-                                               (uint64_t) d->checkpoint_sec * 1000000u, 1000000u,
-                                               on_checkpoint, d);
+                                               checkpoint_delay(d), 1000000u, on_checkpoint, d);
                 if (r < 0)
                         return r;
                 (void) sd_event_source_set_description(d->checkpoint_timer, "state-checkpoint");
@@ -1546,7 +1573,7 @@ void state_dir_release_pool(StateDir *d, Pool *p, bool destroy) {
                 state_block_free(sb);
         }
         if (destroy && !(d->flags & STATE_OPEN_READ_ONLY))
-                (void) dir_sync(d);
+                (void) psrd_dir_sync(d);
         pool_set_observer(p, NULL, NULL);
         state_pool_unlink(d, sp);
 }
@@ -1618,7 +1645,7 @@ int state_record_get_text(const uint8_t *p, size_t n, size_t *off, char **ret) {
         l = p[*off];
         if (l == 0 || l > n - *off - 1 || memchr(p + *off + 1, 0, l))
                 return -EBADMSG;
-        *ret = strndup((const char *) p + *off + 1, l);
+        *ret = memdup_suffix0(p + *off + 1, l);
         if (!*ret)
                 return -ENOMEM;
         *off += 1 + l;
@@ -1652,7 +1679,20 @@ int state_dir_append(StateDir *d, uint8_t type, const void *payload, size_t size
         if (r < 0)
                 return r;
         d->changed = true;
+        state_pending(d);
+        return 0;
+}
+
+int state_dir_flush(StateDir *d) {
+        if (!d || (d->flags & STATE_OPEN_READ_ONLY))
+                return 0;
+        if (d->failed)
+                return -EIO;
         return state_journal_write(d);
+}
+
+int state_dir_flush_callback(void *userdata) {
+        return state_dir_flush(userdata);
 }
 
 void state_dir_set_pool_observer(StateDir *d, PoolObserver observer, void *userdata) {
@@ -1718,7 +1758,7 @@ int state_dir_set_checkpoint_interval(StateDir *d, unsigned sec) {
         d->checkpoint_sec = sec;
         if (sec == 0)
                 return sd_event_source_set_enabled(d->checkpoint_timer, SD_EVENT_OFF);
-        (void) sd_event_source_set_time_relative(d->checkpoint_timer, (uint64_t) sec * 1000000u);
+        (void) sd_event_source_set_time_relative(d->checkpoint_timer, checkpoint_delay(d));
         return sd_event_source_set_enabled(d->checkpoint_timer, SD_EVENT_ON);
 }
 

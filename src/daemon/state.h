@@ -18,13 +18,14 @@
  * truncated or corrupted file is refused at start-up with its name, never used.
  *
  * The guarantees, and what they cost:
- *  - Every change is written to the journal before the call that makes it returns, so it
- *    survives the process (kill -9) at no more than a write(); the journal is synced within
- *    200 ms, at every checkpoint and where a guarantee below needs it at once.
+ *  - Changes are written to the journal (one write() for all made since the last) before any reply
+ *    leaves the node (state_dir_flush() from the HTTP server's reply hook), so they survive the
+ *    process (kill -9); the journal is synced within 200 ms, at every checkpoint and where a
+ *    guarantee below needs it at once.
  *  - PSRD a node sends with (its own pools) is reserved ahead in chunks: the reservation is synced
  *    before any byte of it is handed out, and after a crash the reserved but unused bytes are
  *    burned. One sync per chunk.
- *  - PSRD a peer names (the peer's pools) is journaled as used before the message is acted upon,
+ *  - PSRD a peer names (the peer's pools) is journaled as used before the reply to its message,
  *    so a replay after a restart finds it used. Against power loss, where the last writes may be
  *    lost, the first take from a block after a checkpoint syncs a record that the block is in
  *    use; a journal of an earlier boot (the system went down) then burns every such block whole.
@@ -124,6 +125,11 @@ int state_dir_set_checkpoint_interval(StateDir *d, unsigned sec);
 /* Called once when writing fails: nothing can be recorded, so the node must stop. */
 typedef void (*StateFailed)(StateDir *d, int error, void *userdata);
 void state_dir_set_failure_callback(StateDir *d, StateFailed callback, void *userdata);
+/* Writes the changes recorded so far to the journal: called before anything that depends on them
+ * leaves the node. */
+int state_dir_flush(StateDir *d);
+/* The same for callbacks that pass a StateDir as a void pointer. */
+int state_dir_flush_callback(void *userdata);
 /* Writes and syncs the journal now (otherwise done within 200 ms of a change). */
 int state_dir_sync(StateDir *d);
 /* Whether whole blocks of a pool of peer were burned at load, because the system went down before

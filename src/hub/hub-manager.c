@@ -475,6 +475,8 @@ int manager_start(Manager *m, int listen_fd) {
         if (r < 0)
                 return log_error_errno(r, "Failed to listen on %s port %u: %m",
                                        m->config.listen_address ?: HUB_DEFAULT_ADDRESS, m->config.port);
+        if (m->state)
+                http_server_set_reply_hook(m->server, state_dir_flush_callback, m->state);
 
         log_info("Hub %s listening on %s port %u.", m->config.name,
                  m->config.listen_address ?: HUB_DEFAULT_ADDRESS, http_server_get_port(m->server));

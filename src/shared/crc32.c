@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 #include <stdbool.h>
+#include <string.h>
 
 #include "crc32.h"
 
-static uint32_t crc_table[256];
+/* Eight tables: table[k][b] is the CRC of byte b followed by k zero bytes, so that eight bytes are
+ * folded in per step (blocks of PSRD are checked whole at every checkpoint). */
+static uint32_t crc_table[8][256];
 static bool crc_table_ready;
 
 static void crc_table_init(void) {
@@ -12,8 +15,12 @@ static void crc_table_init(void) {
 
                 for (unsigned k = 0; k < 8; k++)
                         c = (c & 1) ? 0xedb88320u ^ (c >> 1) : c >> 1;
-                crc_table[i] = c;
+                crc_table[0][i] = c;
         }
+        for (uint32_t i = 0; i < 256; i++)
+                for (unsigned k = 1; k < 8; k++)
+                        crc_table[k][i] =
+                                (crc_table[k - 1][i] >> 8) ^ crc_table[0][crc_table[k - 1][i] & 0xffu];
         crc_table_ready = true;
 }
 
@@ -24,7 +31,22 @@ uint32_t crc32_update(uint32_t crc, const void *data, size_t size) {
                 crc_table_init();
 
         crc = ~crc;
-        for (size_t i = 0; i < size; i++)
-                crc = crc_table[(crc ^ p[i]) & 0xffu] ^ (crc >> 8);
+        for (; size >= 8; p += 8, size -= 8) {
+                uint32_t lo, hi;
+
+                memcpy(&lo, p, 4);
+                memcpy(&hi, p + 4, 4);
+#if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+                lo = __builtin_bswap32(lo);
+                hi = __builtin_bswap32(hi);
+#endif
+                lo ^= crc;
+                crc = crc_table[7][lo & 0xffu] ^ crc_table[6][(lo >> 8) & 0xffu] ^
+                      crc_table[5][(lo >> 16) & 0xffu] ^ crc_table[4][lo >> 24] ^ crc_table[3][hi & 0xffu] ^
+                      crc_table[2][(hi >> 8) & 0xffu] ^ crc_table[1][(hi >> 16) & 0xffu] ^
+                      crc_table[0][hi >> 24];
+        }
+        for (; size > 0; p++, size--)
+                crc = crc_table[0][(crc ^ *p) & 0xffu] ^ (crc >> 8);
         return ~crc;
 }

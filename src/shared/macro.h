@@ -101,6 +101,21 @@ static inline bool size_mul(size_t a, size_t b, size_t *ret) {
         return !__builtin_mul_overflow(a, b, ret);
 }
 
+/* A NUL-terminated copy of n bytes that need not be terminated themselves (strndup() may look for
+ * the terminator beyond them). NULL when out of memory. */
+static inline char *memdup_suffix0(const void *p, size_t n) {
+        char *s;
+
+        if (n == SIZE_MAX)
+                return NULL;
+        s = malloc(n + 1);
+        if (!s)
+                return NULL;
+        memcpy(s, p, n);
+        s[n] = 0;
+        return s;
+}
+
 static inline int negative_errno(void) {
         return errno > 0 ? -errno : -EIO;
 }

@@ -9,6 +9,7 @@
 #include <cmocka.h>
 
 #include "codec.h"
+#include "crc32.h"
 #include "macro.h"
 #include "secret.h"
 
@@ -289,13 +290,37 @@ static void test_parse_size_length(void **state) {
         assert_int_equal(parse_size(NULL, 0, UINT64_MAX, &v), -EINVAL);
 }
 
+/* The check value of CRC-32/ISO-HDLC (as zlib), and the same CRC whether the bytes come at once, in
+ * pieces or unaligned. */
+static void test_crc32(void **state) {
+        uint8_t buf[1001];
+
+        (void) state;
+        assert_int_equal(crc32_update(0, "123456789", 9), 0xcbf43926u);
+        assert_int_equal(crc32_update(0, "", 0), 0u);
+        for (size_t i = 0; i < sizeof(buf); i++)
+                buf[i] = (uint8_t) (i * 7);
+        assert_int_equal(crc32_update(0, buf, 1000), 0x114ad5ffu);
+        for (size_t cut = 0; cut <= 1000; cut += 37)
+                assert_int_equal(crc32_update(crc32_update(0, buf, cut), buf + cut, 1000 - cut),
+                                 0x114ad5ffu);
+        assert_int_equal(crc32_update(0, buf + 1, 1000),
+                         crc32_update(crc32_update(0, buf + 1, 5), buf + 6, 995));
+}
+
 int main(void) {
         const struct CMUnitTest tests[] = {
-                cmocka_unit_test(test_base64_rfc4648),    cmocka_unit_test(test_base64_all_bytes),
-                cmocka_unit_test(test_base64_mac_vector), cmocka_unit_test(test_base64_malformed),
-                cmocka_unit_test(test_base64_length),     cmocka_unit_test(test_uuid_parse),
-                cmocka_unit_test(test_uuid_bytes),        cmocka_unit_test(test_uuid_random),
-                cmocka_unit_test(test_name_is_valid),     cmocka_unit_test(test_parse_size),
+                cmocka_unit_test(test_crc32),
+                cmocka_unit_test(test_base64_rfc4648),
+                cmocka_unit_test(test_base64_all_bytes),
+                cmocka_unit_test(test_base64_mac_vector),
+                cmocka_unit_test(test_base64_malformed),
+                cmocka_unit_test(test_base64_length),
+                cmocka_unit_test(test_uuid_parse),
+                cmocka_unit_test(test_uuid_bytes),
+                cmocka_unit_test(test_uuid_random),
+                cmocka_unit_test(test_name_is_valid),
+                cmocka_unit_test(test_parse_size),
                 cmocka_unit_test(test_parse_size_length),
         };
 

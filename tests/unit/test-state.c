@@ -307,8 +307,10 @@ static Pool *state_take(StateDir *d, const char *peer, PoolOwner owner) {
 }
 
 /* Releases the pools without destroying their files, then frees everything: what a stop (clean
- * when state_dir_close() came first) or a kill -9 after the last write leaves on disk. */
+ * when state_dir_close() came first) or a kill -9 after the last reply leaves on disk (a daemon
+ * flushes the journal before every reply). */
 static void state_drop(StateDir *d, Pool **pools, size_t n) {
+        assert_int_equal(state_dir_flush(d), 0);
         for (size_t i = 0; i < n; i++) {
                 state_dir_release_pool(d, pools[i], false);
                 pools[i] = pool_free(pools[i]);
@@ -882,6 +884,7 @@ static void test_records(void **state) {
         assert_int_equal(live.calls, 1);
         assert_int_equal(append_str(d, STATE_RECORD_USER + 2, "after-1"), 0);
         assert_int_equal(append_str(d, STATE_RECORD_USER + 2, "after-2"), 0);
+        assert_int_equal(state_dir_flush(d), 0);
         state_dir_free(d);
 
         d = state_open(e, dir);
@@ -931,6 +934,7 @@ static void test_replay_stops(void **state) {
         d = state_open(e, dir);
         for (unsigned i = 0; i < 4; i++)
                 assert_int_equal(append_str(d, STATE_RECORD_USER, "r"), 0);
+        assert_int_equal(state_dir_flush(d), 0);
         state_dir_free(d);
         d = state_open(e, dir);
         assert_int_equal(state_dir_replay(d, replay_stop, &calls), -ENOTRECOVERABLE);
