@@ -33,7 +33,7 @@
  *    those bytes and retires the block. One sync per block and checkpoint.
  *  - Bytes taken to check a MAC that fails are given back; the journal records that too.
  *  - Used bytes are zero in memory at once and in the block files from the next checkpoint
- *    (every 10 s with changes, when the journal grows large, and at exit).
+ *    (every 10 s give or take 12% with changes, when the journal grows large, and at exit).
  *
  * Every function accepts a NULL StateDir: that is the ephemeral mode, where state lives in memory
  * only and nothing is written. */
