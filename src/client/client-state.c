@@ -192,6 +192,11 @@ int client_state_restore(Manager *m) {
         r = restore_hubs(m, x.fetching);
         if (r < 0)
                 return r;
+        /* Registrations not resumed (the link needs fresh PSRD) are forgotten now, not only once
+         * registered again: a crash in between must not resume them either. */
+        r = client_state_save_hubs(m);
+        if (r < 0)
+                return r;
         (void) state_dir_drop_unclaimed(m->state); /* logs what it destroys */
 
         key_store_set_state(m->keys, m->state);
