@@ -15,6 +15,7 @@ import signal
 import subprocess
 import tempfile
 import time
+import unittest
 
 SUITE = "bookworm"
 # What the daemons link, what the units need (a service manager, a system bus), what the tests run
@@ -237,3 +238,24 @@ class Container:
             self.proc.kill()
             self.proc.wait()
         self.logfile.close()
+
+
+class ContainerTestCase(unittest.TestCase):
+    """A test class with one booted container: setUpClass sets workdir (a temporary directory) and
+    container; tearDownClass kills the container and removes the directory, also after a failed
+    setUpClass (which calls it)."""
+
+    container = None
+    workdir = None
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.container:
+            cls.container.kill()
+            cls.container = None
+        if cls.workdir:
+            shutil.rmtree(cls.workdir, ignore_errors=True)
+            cls.workdir = None
+
+    def sh(self, *argv, **kw):
+        return self.container.run(*argv, **kw)

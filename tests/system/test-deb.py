@@ -27,8 +27,8 @@ import tempfile
 import time
 import unittest
 
-from dske_container import (CLIENTS, HUBS, Container, copy_rootfs, log, missing_requirement, run, unit_names,
-                            write_configs)
+from dske_container import (CLIENTS, HUBS, Container, ContainerTestCase, copy_rootfs, log, missing_requirement, run,
+                            unit_names, write_configs)
 
 ARGS = None
 PACKAGE_DIR = "/root/packages"
@@ -74,10 +74,7 @@ def build_packages():
     return out, debs[0]
 
 
-class DebTests(unittest.TestCase):
-    container = None
-    workdir = None
-
+class DebTests(ContainerTestCase):
     @classmethod
     def setUpClass(cls):
         started = time.monotonic()
@@ -99,18 +96,6 @@ class DebTests(unittest.TestCase):
         except BaseException:
             cls.tearDownClass()
             raise
-
-    @classmethod
-    def tearDownClass(cls):
-        if cls.container:
-            cls.container.kill()
-            cls.container = None
-        if cls.workdir:
-            shutil.rmtree(cls.workdir, ignore_errors=True)
-            cls.workdir = None
-
-    def sh(self, *argv, **kw):
-        return self.container.run(*argv, **kw)
 
     def exists(self, path):
         return os.path.lexists(os.path.join(self.root, path.lstrip("/")))

@@ -15,14 +15,14 @@ systemd-nspawn and mmdebstrap; exits with 77 (skipped) without them.
 import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import unittest
 
-from dske_container import CLIENTS, HUBS, Container, copy_rootfs, log, missing_requirement, run, write_configs
+from dske_container import (CLIENTS, HUBS, Container, ContainerTestCase, copy_rootfs, log, missing_requirement, run,
+                            write_configs)
 
 ARGS = None
 
@@ -37,10 +37,7 @@ def build_and_install(destdir):
     run(["meson", "install", "-C", builddir, "--no-rebuild", "--quiet"], env=env, stdout=subprocess.DEVNULL)
 
 
-class SystemdTests(unittest.TestCase):
-    container = None
-    workdir = None
-
+class SystemdTests(ContainerTestCase):
     @classmethod
     def setUpClass(cls):
         started = time.monotonic()
@@ -59,19 +56,7 @@ class SystemdTests(unittest.TestCase):
             cls.tearDownClass()
             raise
 
-    @classmethod
-    def tearDownClass(cls):
-        if cls.container:
-            cls.container.kill()
-            cls.container = None
-        if cls.workdir:
-            shutil.rmtree(cls.workdir, ignore_errors=True)
-            cls.workdir = None
-
     # -- helpers --
-
-    def sh(self, *argv, **kw):
-        return self.container.run(*argv, **kw)
 
     def show(self, unit, *props):
         return self.container.show(unit, *props)
