@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "bench-conn.h"
@@ -516,6 +517,35 @@ static uint64_t psrd_spent(const PsrdSnapshot *before, const PsrdSnapshot *after
         return spent;
 }
 
+/* CPU time used so far by the topology's hubs, its clients and this process. The difference over
+ * a run, divided by the pairs, shows where the work goes even on a machine busy with other things,
+ * where throughput and latency alone say little. */
+typedef struct CpuSnapshot {
+        uint64_t hubs, clients, self; /* µs */
+        bool valid;
+} CpuSnapshot;
+
+static void cpu_snapshot_take(const TopologyState *state, CpuSnapshot *ret) {
+        CpuSnapshot c = {.valid = state};
+        struct rusage ru;
+
+        for (size_t i = 0; state && i < state->n_nodes; i++) {
+                const NodeState *n = state->nodes + i;
+                uint64_t usec;
+                if (!node_state_is_running(n) || process_cpu_usec(n->pid, &usec) < 0) {
+                        c.valid = false;
+                        break;
+                }
+                *(n->type == NODE_HUB ? &c.hubs : &c.clients) += usec;
+        }
+        if (getrusage(RUSAGE_SELF, &ru) < 0)
+                c.valid = false;
+        else
+                c.self = (uint64_t) ru.ru_utime.tv_sec * 1000000 + (uint64_t) ru.ru_utime.tv_usec +
+                         (uint64_t) ru.ru_stime.tv_sec * 1000000 + (uint64_t) ru.ru_stime.tv_usec;
+        *ret = c;
+}
+
 static int compare_u32(const void *a, const void *b) {
         uint32_t x = *(const uint32_t *) a, y = *(const uint32_t *) b;
         return x < y ? -1 : x > y;
@@ -595,7 +625,7 @@ static const char *pick_sae(const Topology *t, const char *other) {
 
 static int bench_print(Bench *b, const Topology *t, const char *master, const char *slave,
                        const TopologyNode *master_kme, const TopologyNode *slave_kme, bool have_psrd,
-                       uint64_t psrd) {
+                       uint64_t psrd, const CpuSnapshot *cpu0, const CpuSnapshot *cpu1) {
         const BenchOptions *o = b->o;
         double secs = (double) (b->t_end - b->t_start) / 1e6;
         uint64_t keys = b->completed * o->number;
@@ -606,6 +636,10 @@ static int bench_print(Bench *b, const Topology *t, const char *master, const ch
 
         if (b->n_latencies > 0)
                 qsort(b->latencies, b->n_latencies, sizeof(uint32_t), compare_u32);
+        bool have_cpu = cpu0->valid && cpu1->valid && keys > 0;
+        double cpu_hubs = have_cpu ? (double) (cpu1->hubs - cpu0->hubs) / (double) keys : 0,
+               cpu_clients = have_cpu ? (double) (cpu1->clients - cpu0->clients) / (double) keys : 0,
+               cpu_self = have_cpu ? (double) (cpu1->self - cpu0->self) / (double) keys : 0;
         double p50 = percentile_ms(b->latencies, b->n_latencies, 50),
                p90 = percentile_ms(b->latencies, b->n_latencies, 90),
                p99 = percentile_ms(b->latencies, b->n_latencies, 99),
@@ -638,6 +672,15 @@ static int bench_print(Bench *b, const Topology *t, const char *master, const ch
                                        have_psrd ? json_object_new_double(per_key) : NULL);
                 json_object_object_add(j, "psrd_bytes_per_key_expected",
                                        json_object_new_int64((int64_t) expected));
+                if (have_cpu) {
+                        _cleanup_json_ json_object *cpu = json_object_new_object();
+                        if (!cpu)
+                                return log_oom();
+                        json_object_object_add(cpu, "hubs", json_object_new_double(cpu_hubs));
+                        json_object_object_add(cpu, "clients", json_object_new_double(cpu_clients));
+                        json_object_object_add(cpu, "benchmark", json_object_new_double(cpu_self));
+                        json_object_object_add(j, "cpu_usec_per_key", json_object_get(cpu));
+                }
                 /* Microseconds are the resolution measured: no more digits than that. */
                 (void) json_c_set_serialization_double_format("%.3f", JSON_C_OPTION_GLOBAL);
                 json_print(j);
@@ -665,6 +708,9 @@ static int bench_print(Bench *b, const Topology *t, const char *master, const ch
                "  the master's side, and the same on the slave's: %zu x (2 x %u + 128) = %" PRIu64
                " bytes here.\n",
                t->n_hubs, s, expected);
+        if (have_cpu)
+                printf("CPU per key:          %.0f us (hubs %.0f, clients %.0f, benchmark %.0f)\n",
+                       cpu_hubs + cpu_clients + cpu_self, cpu_hubs, cpu_clients, cpu_self);
         for (unsigned i = 0; i < b->n_first_errors; i++)
                 printf("%s %s\n", i == 0 ? "First errors:" : "             ", b->first_errors[i]);
         return 0;
@@ -673,7 +719,9 @@ static int bench_print(Bench *b, const Topology *t, const char *master, const ch
 int bench_run(Ctl *ctl, const char *path, const BenchOptions *o) {
         _cleanup_(topology_freep) Topology *t = NULL;
         _cleanup_free_ char *master_keys = NULL, *slave_keys = NULL, *enc_path = NULL, *master_host = NULL;
+        _cleanup_(topology_state_freep) TopologyState *state = NULL;
         PsrdSnapshot before = {}, after = {};
+        CpuSnapshot cpu0 = {}, cpu1 = {};
         bool brought_up = false, have_psrd = false;
         Bench b = {.ctl = ctl, .o = o};
         int r, n;
@@ -687,7 +735,7 @@ int bench_run(Ctl *ctl, const char *path, const BenchOptions *o) {
                 brought_up = true;
         }
 
-        r = topology_open(path, &o->run, &t, NULL);
+        r = topology_open(path, &o->run, &t, &state);
         if (r < 0)
                 goto finish;
 
@@ -767,6 +815,7 @@ int bench_run(Ctl *ctl, const char *path, const BenchOptions *o) {
                 }
         }
 
+        cpu_snapshot_take(state, &cpu0);
         b.t_start = now_usec();
         b.active = o->concurrency;
         for (unsigned i = 0; i < o->concurrency; i++) {
@@ -781,11 +830,12 @@ int bench_run(Ctl *ctl, const char *path, const BenchOptions *o) {
                 }
         }
 
+        cpu_snapshot_take(state, &cpu1);
         if (have_psrd)
                 have_psrd = psrd_snapshot_take(ctl, t, kmes, n_kmes, &after) >= 0;
 
         r = bench_print(&b, t, master, slave, master_kme, slave_kme, have_psrd,
-                        have_psrd ? psrd_spent(&before, &after) : 0);
+                        have_psrd ? psrd_spent(&before, &after) : 0, &cpu0, &cpu1);
         if (r >= 0)
                 r = b.errors > 0 || b.completed == 0 ? 1 : 0;
 

@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <fcntl.h>
 #include <json-c/json.h>
 #include <poll.h>
@@ -6,6 +7,7 @@
 #include <sys/file.h>
 #include <sys/pidfd.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "json-util.h"
 #include "log.h"
@@ -333,10 +335,13 @@ NodeState *topology_state_find(const TopologyState *s, NodeType type, const char
         return NULL;
 }
 
-int process_start_time(pid_t pid, uint64_t *ret) {
+/* Reads the numeric fields first..last (1-based, as proc(5) counts them) of /proc/PID/stat. */
+static int process_stat_fields(pid_t pid, unsigned first, unsigned last, uint64_t *ret) {
         char p[64], buf[1024];
         _cleanup_close_ int fd = -EBADF;
         ssize_t l;
+
+        assert(first >= 3 && first <= last);
 
         (void) snprintf(p, sizeof(p), "/proc/%d/stat", (int) pid);
         fd = open(p, O_RDONLY | O_CLOEXEC);
@@ -353,22 +358,43 @@ int process_start_time(pid_t pid, uint64_t *ret) {
                 return -EBADMSG;
         s += 2;
 
-        /* s is at field 3 (state); the start time is field 22. */
+        /* s is at field 3 (state). */
         if (*s == 'Z' || *s == 'X')
                 return -ESRCH;
-        for (unsigned field = 3; field < 22; field++) {
+        for (unsigned field = 3; field <= last; field++) {
+                if (field >= first) {
+                        char *end;
+                        errno = 0;
+                        unsigned long long v = strtoull(s, &end, 10);
+                        if (errno != 0 || end == s)
+                                return -EBADMSG;
+                        ret[field - first] = v;
+                }
+                if (field == last)
+                        break;
                 s = strchr(s, ' ');
                 if (!s)
                         return -EBADMSG;
                 s++;
         }
+        return 0;
+}
 
-        char *end;
-        errno = 0;
-        unsigned long long v = strtoull(s, &end, 10);
-        if (errno != 0 || end == s)
-                return -EBADMSG;
-        *ret = v;
+int process_start_time(pid_t pid, uint64_t *ret) {
+        return process_stat_fields(pid, 22, 22, ret);
+}
+
+int process_cpu_usec(pid_t pid, uint64_t *ret) {
+        uint64_t t[2]; /* utime, stime */
+        long hz = sysconf(_SC_CLK_TCK);
+        int r;
+
+        if (hz <= 0)
+                return -EINVAL;
+        r = process_stat_fields(pid, 14, 15, t);
+        if (r < 0)
+                return r;
+        *ret = (t[0] + t[1]) * UINT64_C(1000000) / (uint64_t) hz;
         return 0;
 }
 

@@ -51,6 +51,8 @@ NodeState *topology_state_find(const TopologyState *s, NodeType type, const char
 
 /* The start time of a live (not zombie) process, or -ESRCH. */
 int process_start_time(pid_t pid, uint64_t *ret);
+/* The CPU time (user and system) a live process has used so far, in clock-tick resolution. */
+int process_cpu_usec(pid_t pid, uint64_t *ret);
 /* Whether pid is still the dske-hub or dske-client process serving the node recorded in n. */
 bool node_state_is_running(const NodeState *n);
 
