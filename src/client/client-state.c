@@ -8,10 +8,12 @@
 #include "log.h"
 #include "strv.h"
 
-/* A fetch of a block of the hub-owned pool is recorded, synced, before it is sent: the hub adds the
- * block to its copy when it answers, so if this client dies before the answer arrives, the hub
- * names bytes this client never had, and the link needs fresh pools. Their payload is the hub's
- * name. (The key store's records use the types below these.) */
+/* A fetch of a block of the hub-owned pool is recorded before it is sent: the hub adds the block to
+ * its copy when it answers, so if this client dies before the answer arrives, the hub names bytes
+ * this client never had, and the link needs fresh pools. The record is written, not synced: a
+ * power loss may take the block file as well, and then the first reply naming a block this client
+ * lacks makes it register again. Their payload is the hub's name. (The key store's records use the
+ * types below these.) */
 enum {
         RECORD_FETCH_BEGIN = STATE_RECORD_USER + 8,
         RECORD_FETCH_END,
@@ -78,7 +80,7 @@ int client_state_fetch_begin(Manager *m, const char *hub) {
 
         r = state_dir_append(m->state, RECORD_FETCH_BEGIN, hub, strlen(hub));
         if (r >= 0)
-                r = state_dir_sync(m->state);
+                r = state_dir_flush(m->state);
         return r;
 }
 

@@ -12,8 +12,8 @@ int client_state_open(Manager *m);
 /* Once the hubs exist: resumes their recorded registrations, restores the stored keys and
  * destroys the PSRD of hubs no longer configured. */
 int client_state_restore(Manager *m);
-/* Records, synced, that a block of the hub-owned pool is being fetched from hub; and that the
- * fetch ended (the block arrived, or the hub refused). A fetch that began and did not end makes
+/* Records (written before the request is sent) that a block of the hub-owned pool is being fetched from hub;
+ * and that the fetch ended (the block arrived, or the hub refused). A fetch that began and did not end makes
  * the next start register with that hub again. */
 int client_state_fetch_begin(Manager *m, const char *hub);
 void client_state_fetch_end(Manager *m, const char *hub);

@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 
 #include "codec.h"
 #include "crc32.h"
+#include "io-worker.h"
 #include "json-util.h"
 #include "log.h"
 #include "random.h"
@@ -23,13 +25,15 @@
 
 #define STATE_VERSION 1u
 
-#define NODE_FILE    "node.json"
-#define RECORDS_FILE "records"
-#define JOURNAL_FILE "journal"
-#define LOCK_FILE    "lock"
-#define PSRD_DIR     "psrd"
-#define BLOCK_SUFFIX ".blk"
-#define TMP_SUFFIX   ".tmp"
+#define NODE_FILE         "node.json"
+#define RECORDS_FILE      "records"
+#define JOURNAL_FILE      "journal"
+#define JOURNAL_NEXT_FILE "journal.next"
+#define LOCK_FILE         "lock"
+#define PSRD_DIR          "psrd"
+#define BLOCK_SUFFIX      ".blk"
+#define TMP_SUFFIX        ".tmp"
+#define NEW_SUFFIX        ".new" /* a new block's file until it is synced: as long as BLOCK_SUFFIX */
 
 #define JOURNAL_MAGIC "DSKEJNL1"
 #define RECORDS_MAGIC "DSKEREC1"
@@ -67,16 +71,31 @@ enum {
 #define CHECKPOINT_INTERVAL_DEFAULT 10u
 
 typedef struct StatePool StatePool;
+typedef struct StateBlock StateBlock;
 
-typedef struct StateBlock {
+/* A block file to write. A block destroyed meanwhile cancels it (under files_lock), so that no
+ * file comes back after its removal. */
+typedef struct FileCopy {
+        char name[UUID_STRING_MAX + sizeof(BLOCK_SUFFIX)];
+        uint8_t *data; /* header, data, bitmap: key material, wiped when freed */
+        size_t size;
+        int fd;            /* JOB_WRITE_BLOCK: the file as written under its NEW_SUFFIX name */
+        StateBlock *owner; /* event loop only */
+        bool cancelled;
+} FileCopy;
+
+struct StateBlock {
         StatePool *pool;
         Block *block;
-        uint64_t seq;      /* arrival order across the node, kept in the file */
-        size_t reserved;   /* own pools: bytes below may have been handed out */
-        bool dirty;        /* memory differs from the file */
-        bool active;       /* peer's pool: taken from since the last checkpoint (a synced record says so) */
-        uint8_t *replayed; /* while loading: the journal's used bits for this block */
-} StateBlock;
+        uint64_t seq;        /* arrival order across the node, kept in the file */
+        size_t reserved;     /* own pools: bytes below may have been handed out */
+        bool dirty;          /* memory differs from the file */
+        bool active;         /* peer's pool: a synced record says that takes may be in the journal only */
+        uint64_t active_pos; /* peer's pool: active once the journal is durable up to here (0: not asked) */
+        uint8_t *replayed;   /* while loading: the journal's used bits for this block */
+        bool fresh;          /* while loading: read from its NEW_SUFFIX file */
+        FileCopy *copies[2]; /* writes of this block queued: its arrival, a checkpoint */
+};
 
 struct StatePool {
         StateDir *dir;
@@ -115,7 +134,16 @@ struct StateDir {
         int journal_fd;
         uint64_t generation;
         uint64_t journal_size;
+        uint64_t journal_base; /* the size of the journal as its checkpoint started it */
         uint64_t next_seq;
+
+        /* Journal bytes written since open, across journals; how many of them are durable; how many
+         * a reservation or an activation waits for. */
+        uint64_t jpos, jpos_durable, jpos_wanted;
+        IoWorker *worker; /* NULL: file work runs on the caller's thread */
+        bool sync_running;
+        bool checkpoint_running;
+        pthread_mutex_t files_lock; /* renames in psrd/ by the thread against removals by the loop */
 
         json_object *node;
         StatePool *pools;
@@ -125,10 +153,9 @@ struct StateDir {
         uint8_t boot[16]; /* the header field for this boot */
 
         SecretBuffer pending; /* journal records not written yet */
-        bool unsynced;
-        bool changed;  /* something a checkpoint would write */
-        bool unlinked; /* files renamed or removed in psrd/ since it was last synced */
+        bool changed;         /* something a checkpoint would write */
         bool failed;
+        bool other_boot; /* while loading: the journal was written before the system restarted */
 
         SecretBuffer snapshot;
         size_t n_snapshot;
@@ -401,6 +428,10 @@ static void block_file_name(const Block *b, char buf[static UUID_STRING_MAX + si
 static void state_block_free(StateBlock *sb) {
         if (!sb)
                 return;
+        /* Queued writes go on (a stop); a destruction cancelled them first. */
+        for (size_t i = 0; i < ELEMENTSOF(sb->copies); i++)
+                if (sb->copies[i])
+                        sb->copies[i]->owner = NULL;
         if (sb->block)
                 sb->block->userdata = NULL;
         free(sb->replayed);
@@ -426,96 +457,384 @@ static void block_header_build(const StateBlock *sb, uint8_t h[BLOCK_HEADER_SIZE
         put_le32(h + 124, crc32_update(0, h, 124));
 }
 
-static int state_block_write_begin(StateBlock *sb, int *ret_fd) {
-        StateDir *d = sb->pool->dir;
-        char name[UUID_STRING_MAX + sizeof(BLOCK_SUFFIX)];
-        uint8_t h[BLOCK_HEADER_SIZE];
-        int r;
+/* ---- the I/O thread ----
+ *
+ * File work the event loop would otherwise wait for runs in the I/O thread, in the order it was
+ * asked for: syncs of the journal, new block files, checkpoints. The loop goes on meanwhile, and
+ * whatever a kill -9 must not lose reaches the kernel from the loop first (journal records, a new
+ * block's file, the removal of a block's file). What must be durable before a byte leaves (a
+ * reservation of an own pool, the first take from a peer's block) is asked for ahead of need; only
+ * when the need comes first does the loop sync itself.
+ *
+ * Journal bytes are counted across journals (jpos). A job that syncs tells how far they are durable;
+ * jobs run in order and a checkpoint syncs the journal it replaces, so that only grows. */
 
-        block_header_build(sb, h);
-        block_file_name(sb->block, name);
-        r = file_begin_atomic(d->psrd_fd, name,
-                              (const struct iovec[]){
-                                      {h, sizeof(h)},
-                                      {sb->block->data, sb->block->size},
-                                      {sb->block->used, bitmap_size(sb->block->size)},
-                              },
-                              3, ret_fd);
-        if (r < 0)
-                return log_error_errno(r, "Failed to write %s/" PSRD_DIR "/%s: %m", d->path, name);
-        return 0;
+typedef enum StateJobType {
+        JOB_SYNC,        /* fdatasync the journal */
+        JOB_WRITE_BLOCK, /* sync a new block's file and give it its name */
+        JOB_CHECKPOINT,
+} StateJobType;
+
+typedef struct StateJob {
+        IoJob io;
+        StateDir *dir;
+        StateJobType type;
+        uint64_t pos;       /* the journals are durable up to here once the job is done (0: no claim) */
+        int journal_fd;     /* JOB_SYNC, JOB_CHECKPOINT: the journal to sync */
+        int old_journal_fd; /* JOB_CHECKPOINT: the journal it replaces */
+        FileCopy *files;    /* JOB_WRITE_BLOCK (one), JOB_CHECKPOINT */
+        size_t n_files;
+        SecretBuffer records;  /* JOB_CHECKPOINT: the snapshot */
+        char failed[PATH_MAX]; /* what could not be written */
+} StateJob;
+
+static void file_copy_detach(FileCopy *f) {
+        StateBlock *sb = f->owner;
+
+        if (!sb)
+                return;
+        for (size_t i = 0; i < ELEMENTSOF(sb->copies); i++)
+                if (sb->copies[i] == f)
+                        sb->copies[i] = NULL;
+        f->owner = NULL;
 }
 
-static int state_block_write_finish(StateBlock *sb, int fd) {
-        StateDir *d = sb->pool->dir;
-        char name[UUID_STRING_MAX + sizeof(BLOCK_SUFFIX)];
-        int r;
+static StateJob *state_job_free(StateJob *j) {
+        if (!j)
+                return NULL;
+        safe_close(j->journal_fd);
+        safe_close(j->old_journal_fd);
+        for (size_t i = 0; i < j->n_files; i++) {
+                file_copy_detach(j->files + i);
+                safe_close(j->files[i].fd);
+                erase_and_free(j->files[i].data, j->files[i].size);
+        }
+        free(j->files);
+        secret_buffer_done(&j->records);
+        free(j);
+        return NULL;
+}
+DEFINE_TRIVIAL_CLEANUP_FUNC(StateJob *, state_job_free);
 
-        block_file_name(sb->block, name);
-        r = file_finish_atomic(d->psrd_fd, name, fd);
-        if (r < 0)
-                return log_error_errno(r, "Failed to write %s/" PSRD_DIR "/%s: %m", d->path, name);
-        sb->dirty = false;
-        d->unlinked = true; /* renamed: psrd/ needs a sync */
-        return 0;
+static StateJob *state_job_new(StateDir *d, StateJobType type, size_t n_files) {
+        StateJob *j = calloc(1, sizeof(StateJob));
+
+        if (!j)
+                return NULL;
+        j->dir = d;
+        j->type = type;
+        j->journal_fd = j->old_journal_fd = -EBADF;
+        if (n_files > 0) {
+                j->files = calloc(n_files, sizeof(FileCopy));
+                if (!j->files) {
+                        free(j);
+                        return NULL;
+                }
+        }
+        return j;
 }
 
-static int state_block_write(StateBlock *sb) {
-        int fd, r;
-
-        r = state_block_write_begin(sb, &fd);
-        if (r < 0)
-                return r;
-        return state_block_write_finish(sb, fd);
+static int job_fail(StateJob *j, int r, const char *dir, const char *file) {
+        (void) snprintf(j->failed, sizeof(j->failed), "%s%s%s", dir, *dir ? "/" : "", file);
+        return r;
 }
 
-/* Writes every block that changed, a batch at a time: the write-back of a batch runs in parallel,
- * so a checkpoint waits about one sync per batch rather than one per block. */
-#define WRITE_BATCH 64u
-
-static int state_write_dirty_blocks(StateDir *d) {
-        StateBlock *batch[WRITE_BATCH];
-        int fds[WRITE_BATCH];
-        size_t n = 0;
+/* Gives a synced file its name, unless its block was destroyed meanwhile. */
+static int job_file_rename(StateJob *j, FileCopy *f, const char *from) {
+        StateDir *d = j->dir;
         int r = 0;
 
-        for (StatePool *sp = d->pools;; sp = sp->next) {
-                for (size_t i = 0; sp && i < sp->pool->n_blocks && r >= 0; i++) {
-                        StateBlock *sb = sp->pool->blocks[i]->userdata;
+        pthread_mutex_lock(&d->files_lock);
+        if (f->cancelled)
+                (void) unlinkat(d->psrd_fd, from, 0);
+        else if (renameat(d->psrd_fd, from, d->psrd_fd, f->name) < 0)
+                r = -errno;
+        pthread_mutex_unlock(&d->files_lock);
+        return r;
+}
 
-                        if (!sb || !sb->dirty)
-                                continue;
-                        r = state_block_write_begin(sb, &fds[n]);
-                        if (r >= 0)
-                                batch[n++] = sb;
-                        if (n < WRITE_BATCH)
-                                continue;
-                        for (size_t j = 0; j < n; j++) {
-                                int k = state_block_write_finish(batch[j], fds[j]);
-                                if (r >= 0)
-                                        r = k;
+/* Writes the job's files into psrd/, a batch at a time: the write-back of a batch runs in parallel,
+ * so this waits about one sync per batch rather than one per file. */
+#define WRITE_BATCH 64u
+
+static int job_write_files(StateJob *j) {
+        int psrd_fd = j->dir->psrd_fd, fds[WRITE_BATCH];
+        char tmp[sizeof(j->files->name) + sizeof(TMP_SUFFIX)];
+        int r = 0;
+
+        for (size_t i = 0; i < j->n_files && r >= 0; i += WRITE_BATCH) {
+                size_t n = MIN(j->n_files - i, (size_t) WRITE_BATCH), started;
+
+                for (started = 0; started < n; started++) {
+                        FileCopy *f = j->files + i + started;
+
+                        r = file_begin_atomic(psrd_fd, f->name, &(struct iovec){f->data, f->size}, 1,
+                                              &fds[started]);
+                        if (r < 0) {
+                                (void) job_fail(j, r, PSRD_DIR, f->name);
+                                break;
                         }
-                        n = 0;
                 }
-                if (!sp || r < 0)
-                        break;
-        }
-        for (size_t j = 0; j < n; j++) {
-                int k = state_block_write_finish(batch[j], fds[j]);
-                if (r >= 0)
-                        r = k;
+                for (size_t k = 0; k < started; k++) {
+                        FileCopy *f = j->files + i + k;
+                        int q = 0;
+
+                        (void) snprintf(tmp, sizeof(tmp), "%s" TMP_SUFFIX, f->name);
+                        if (fsync(fds[k]) < 0)
+                                q = -errno;
+                        safe_close(fds[k]);
+                        if (q >= 0)
+                                q = job_file_rename(j, f, tmp);
+                        if (q < 0) {
+                                (void) unlinkat(psrd_fd, tmp, 0);
+                                if (r >= 0)
+                                        r = job_fail(j, q, PSRD_DIR, f->name);
+                        }
+                }
         }
         return r;
 }
 
+static int job_write_block(StateJob *j) {
+        StateDir *d = j->dir;
+        FileCopy *f = j->files;
+        char from[sizeof(f->name)];
+        int r;
+
+        memcpy(from, f->name, sizeof(from));
+        memcpy(from + strlen(from) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
+        if (fsync(f->fd) < 0)
+                return job_fail(j, -errno, PSRD_DIR, from);
+        r = job_file_rename(j, f, from);
+        if (r < 0 && r != -ENOENT)
+                return job_fail(j, r, PSRD_DIR, f->name);
+        if (fsync(d->psrd_fd) < 0)
+                return job_fail(j, -errno, "", PSRD_DIR);
+        return 0;
+}
+
+/* The checkpoint's file work. Until the last rename the old snapshot and journal stay valid, with
+ * the new journal read after the old one; from it on, the new snapshot and journal. */
+static int job_checkpoint(StateJob *j) {
+        StateDir *d = j->dir;
+        int r;
+
+        if (j->old_journal_fd >= 0 && fdatasync(j->old_journal_fd) < 0)
+                return job_fail(j, -errno, "", JOURNAL_FILE);
+        if (fdatasync(j->journal_fd) < 0)
+                return job_fail(j, -errno, "", JOURNAL_NEXT_FILE);
+        if (fsync(d->dir_fd) < 0)
+                return job_fail(j, -errno, "", ".");
+        r = job_write_files(j);
+        if (r < 0)
+                return r;
+        /* Blocks renamed and removed are durable before the journal that describes their older
+         * versions goes. */
+        if (fsync(d->psrd_fd) < 0)
+                return job_fail(j, -errno, "", PSRD_DIR);
+        r = write_file_atomic(d->dir_fd, RECORDS_FILE, &(struct iovec){j->records.data, j->records.size}, 1);
+        if (r < 0)
+                return job_fail(j, r, "", RECORDS_FILE);
+        if (fsync(d->dir_fd) < 0)
+                return job_fail(j, -errno, "", ".");
+        if (renameat(d->dir_fd, JOURNAL_NEXT_FILE, d->dir_fd, JOURNAL_FILE) < 0)
+                return job_fail(j, -errno, "", JOURNAL_FILE);
+        if (fsync(d->dir_fd) < 0)
+                return job_fail(j, -errno, "", ".");
+        return 0;
+}
+
+static int state_job_run(IoJob *io) {
+        StateJob *j = (StateJob *) io;
+
+        switch (j->type) {
+        case JOB_SYNC:
+                return fdatasync(j->journal_fd) < 0 ? job_fail(j, -errno, "", JOURNAL_FILE) : 0;
+        case JOB_WRITE_BLOCK:
+                return job_write_block(j);
+        case JOB_CHECKPOINT:
+                return job_checkpoint(j);
+        }
+        return -EINVAL;
+}
+
+static void state_failed(StateDir *d, int error) {
+        /* Nothing can be recorded any more, so nothing may be promised: the node has to stop. */
+        d->failed = true;
+        if (d->failed_callback)
+                d->failed_callback(d, error, d->failed_userdata);
+}
+
+static void state_sync_async(StateDir *d);
+
+/* Activations whose records are durable now take effect. */
+static void state_promote(StateDir *d) {
+        for (StatePool *sp = d->pools; sp; sp = sp->next)
+                for (size_t i = 0; i < sp->pool->n_blocks; i++) {
+                        StateBlock *sb = sp->pool->blocks[i]->userdata;
+
+                        if (!sb)
+                                continue;
+                        if (sb->active_pos > 0 && sb->active_pos <= d->jpos_durable) {
+                                sb->active = true;
+                                sb->active_pos = 0;
+                        }
+                }
+}
+
+static void state_durable(StateDir *d, uint64_t pos) {
+        if (pos <= d->jpos_durable)
+                return;
+        d->jpos_durable = pos;
+        state_promote(d);
+        if (d->jpos_durable >= d->jpos && d->sync_timer)
+                (void) sd_event_source_set_enabled(d->sync_timer, SD_EVENT_OFF);
+}
+
+static void state_job_done(IoJob *io, int r) {
+        StateJob *j = (StateJob *) io;
+        StateDir *d = j->dir;
+
+        if (j->type == JOB_SYNC)
+                d->sync_running = false;
+        if (j->type == JOB_CHECKPOINT)
+                d->checkpoint_running = false;
+        if (r < 0) {
+                log_error_errno(r, "Failed to write %s/%s: %m", d->path, j->failed);
+                state_failed(d, r);
+        } else
+                state_durable(d, j->pos);
+        state_job_free(j);
+
+        /* More was asked for while this job ran. */
+        if (!d->failed && d->jpos_wanted > d->jpos_durable)
+                state_sync_async(d);
+}
+
+static void state_submit(StateDir *d, StateJob *j) {
+        j->io.run = state_job_run;
+        j->io.done = state_job_done;
+        if (d->worker)
+                io_worker_submit(d->worker, &j->io);
+        else
+                state_job_done(&j->io, state_job_run(&j->io));
+}
+
+/* ---- PSRD blocks ---- */
+
+static int state_block_copy(StateBlock *sb, FileCopy *f) {
+        const Block *b = sb->block;
+        size_t n = BLOCK_HEADER_SIZE + b->size + bitmap_size(b->size);
+
+        f->fd = -EBADF;
+        f->data = malloc(n);
+        if (!f->data)
+                return -ENOMEM;
+        f->size = n;
+        block_header_build(sb, f->data);
+        memcpy(f->data + BLOCK_HEADER_SIZE, b->data, b->size);
+        memcpy(f->data + BLOCK_HEADER_SIZE + b->size, b->used, bitmap_size(b->size));
+        block_file_name(b, f->name);
+        for (size_t i = 0; i < ELEMENTSOF(sb->copies); i++)
+                if (!sb->copies[i]) {
+                        sb->copies[i] = f;
+                        f->owner = sb;
+                        break;
+                }
+        assert(f->owner);
+        sb->dirty = false;
+        return 0;
+}
+
+/* Copies every block that changed into j. */
+static int state_copy_dirty_blocks(StateDir *d, StateJob *j) {
+        size_t n = 0;
+        int r;
+
+        for (StatePool *sp = d->pools; sp; sp = sp->next)
+                for (size_t i = 0; i < sp->pool->n_blocks; i++) {
+                        StateBlock *sb = sp->pool->blocks[i]->userdata;
+
+                        if (sb && sb->dirty)
+                                n++;
+                }
+        if (n == 0)
+                return 0;
+        j->files = calloc(n, sizeof(FileCopy));
+        if (!j->files)
+                return -ENOMEM;
+        for (StatePool *sp = d->pools; sp; sp = sp->next)
+                for (size_t i = 0; i < sp->pool->n_blocks; i++) {
+                        StateBlock *sb = sp->pool->blocks[i]->userdata;
+
+                        if (!sb || !sb->dirty)
+                                continue;
+                        r = state_block_copy(sb, j->files + j->n_files);
+                        if (r < 0)
+                                return r;
+                        j->n_files++;
+                }
+        return 0;
+}
+
+/* A new block's file is written under a temporary name at once, so that it survives the process;
+ * the I/O thread syncs it and renames it. Until then a power loss may take it, and with it every
+ * record naming it: a block that is gone cannot be used twice, and the peer is told that it is
+ * unknown when it names it. */
+static int state_block_write_new(StateBlock *sb) {
+        StateDir *d = sb->pool->dir;
+        _cleanup_(state_job_freep) StateJob *j = NULL;
+        char name[UUID_STRING_MAX + sizeof(NEW_SUFFIX)], tmp[sizeof(name) + sizeof(TMP_SUFFIX)];
+        FileCopy *f;
+        int r;
+
+        j = state_job_new(d, JOB_WRITE_BLOCK, 1);
+        if (!j)
+                return -ENOMEM;
+        f = j->files;
+        r = state_block_copy(sb, f);
+        if (r < 0)
+                return r;
+        j->n_files = 1;
+        memcpy(name, f->name, sizeof(name));
+        memcpy(name + strlen(name) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
+        /* Whole or not at all, even if the process dies while writing. */
+        (void) snprintf(tmp, sizeof(tmp), "%s" TMP_SUFFIX, name);
+        f->fd = openat(d->psrd_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (f->fd < 0)
+                return log_error_errno(-errno, "Failed to write %s/" PSRD_DIR "/%s: %m", d->path, name);
+        r = write_all(f->fd, &(struct iovec){f->data, f->size}, 1);
+        if (r >= 0 && renameat(d->psrd_fd, tmp, d->psrd_fd, name) < 0)
+                r = -errno;
+        if (r < 0) {
+                (void) unlinkat(d->psrd_fd, tmp, 0);
+                return log_error_errno(r, "Failed to write %s/" PSRD_DIR "/%s: %m", d->path, name);
+        }
+        /* The thread needs the file, not the copy. */
+        f->data = erase_and_free(f->data, f->size);
+        f->size = 0;
+        state_submit(d, TAKE_PTR(j));
+        return 0;
+}
+
+/* Removes a block's file (under either name) at once, and cancels writes of it still queued. */
 static void state_block_unlink(StateBlock *sb) {
         StateDir *d = sb->pool->dir;
         char name[UUID_STRING_MAX + sizeof(BLOCK_SUFFIX)];
 
+        d->changed = true; /* psrd/ is synced at the next checkpoint */
+        block_file_name(sb->block, name);
+        pthread_mutex_lock(&d->files_lock);
+        for (size_t i = 0; i < ELEMENTSOF(sb->copies); i++)
+                if (sb->copies[i])
+                        sb->copies[i]->cancelled = true;
+        memcpy(name + strlen(name) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
+        if (unlinkat(d->psrd_fd, name, 0) < 0 && errno != ENOENT)
+                log_warning_errno(-errno, "Failed to remove %s/" PSRD_DIR "/%s: %m", d->path, name);
         block_file_name(sb->block, name);
         if (unlinkat(d->psrd_fd, name, 0) < 0 && errno != ENOENT)
                 log_warning_errno(-errno, "Failed to remove %s/" PSRD_DIR "/%s: %m", d->path, name);
-        d->unlinked = true;
+        pthread_mutex_unlock(&d->files_lock);
 }
 
 static int state_block_attach(StatePool *sp, Block *b, uint64_t seq, StateBlock **ret) {
@@ -533,29 +852,12 @@ static int state_block_attach(StatePool *sp, Block *b, uint64_t seq, StateBlock 
         return 0;
 }
 
-/* Makes renames and removals durable: in psrd/ (block files) and in the directory itself. */
-static int psrd_dir_sync(StateDir *d) {
-        if (fsync(d->psrd_fd) < 0)
-                return log_error_errno(-errno, "Failed to sync %s/" PSRD_DIR ": %m", d->path);
-        d->unlinked = false;
-        return 0;
-}
-
 static int top_dir_sync(StateDir *d) {
         if (fsync(d->dir_fd) < 0)
                 return log_error_errno(-errno, "Failed to sync state directory %s: %m", d->path);
         return 0;
 }
 
-static void state_failed(StateDir *d, int error) {
-        /* Nothing can be recorded any more, so nothing may be promised: the node has to stop. */
-        d->failed = true;
-        if (d->failed_callback)
-                d->failed_callback(d, error, d->failed_userdata);
-}
-
-/* Hands the pending records to the kernel: from here they survive the process (kill -9), and the
- * sync timer makes them survive the system within SYNC_DELAY_USEC. */
 /* Records wait in the pending buffer for the next flush (before a reply leaves, see
  * state_dir_flush()) or for the sync timer, whichever comes first. */
 static void state_pending(StateDir *d) {
@@ -565,6 +867,7 @@ static void state_pending(StateDir *d) {
         }
 }
 
+/* Hands the pending records to the kernel: from here they survive the process (kill -9). */
 static int state_journal_write(StateDir *d) {
         struct iovec iov = {d->pending.data, d->pending.size};
         int r;
@@ -581,14 +884,44 @@ static int state_journal_write(StateDir *d) {
                 return r;
         }
         d->journal_size += d->pending.size;
+        d->jpos += d->pending.size;
         secret_buffer_clear(&d->pending);
-        d->unsynced = true;
         if (d->journal_size > JOURNAL_CHECKPOINT_SIZE && d->checkpoint_timer)
                 (void) sd_event_source_set_time_relative(d->checkpoint_timer, 0);
         return 0;
 }
 
-static int psrd_record(StateDir *d, uint8_t type, const StatePool *sp, const Block *b, uint64_t start,
+/* Asks the I/O thread to sync the journal as written so far. */
+static void state_sync_async(StateDir *d) {
+        StateJob *j;
+
+        if (d->failed || state_journal_write(d) < 0)
+                return;
+        if (d->jpos <= d->jpos_durable || d->sync_running)
+                return; /* a running sync asks again when done, if needed */
+        j = state_job_new(d, JOB_SYNC, 0);
+        if (j)
+                j->journal_fd = fcntl(d->journal_fd, F_DUPFD_CLOEXEC, 3);
+        if (!j || j->journal_fd < 0) {
+                state_job_free(j);
+                (void) state_dir_sync(d);
+                return;
+        }
+        j->pos = d->jpos;
+        d->sync_running = true;
+        state_submit(d, j);
+}
+
+/* Writes what is pending and returns where the journal ends, to be durable soon. */
+static uint64_t state_want_durable(StateDir *d) {
+        if (state_journal_write(d) < 0)
+                return UINT64_MAX; /* never: the node is stopping */
+        d->jpos_wanted = MAX(d->jpos_wanted, d->jpos);
+        state_sync_async(d);
+        return d->jpos;
+}
+
+static int psrd_record(SecretBuffer *buf, uint8_t type, const StatePool *sp, const Block *b, uint64_t start,
                        uint64_t size) {
         uint8_t p[2 + PEER_NAME_MAX + 16 + 16];
         size_t n = strlen(sp->peer);
@@ -599,24 +932,70 @@ static int psrd_record(StateDir *d, uint8_t type, const StatePool *sp, const Blo
         memcpy(p + 2 + n, b->uuid.bytes, 16);
         put_le64(p + 18 + n, start);
         put_le64(p + 26 + n, size);
-        return buffer_add_record(&d->pending, type, p, 34 + n);
+        return buffer_add_record(buf, type, p, 34 + n);
 }
 
+static size_t reserve_chunk(const Block *b) {
+        return MIN(MAX(b->size / 8, (size_t) RESERVE_CHUNK_MIN), (size_t) RESERVE_CHUNK_MAX);
+}
+
+/* Reserves up to end and a chunk beyond, synced before returning: the bytes leave soon after. */
 static int state_block_reserve(StateBlock *sb, size_t end) {
         StateDir *d = sb->pool->dir;
-        size_t chunk = MIN(MAX(sb->block->size / 8, (size_t) RESERVE_CHUNK_MIN), (size_t) RESERVE_CHUNK_MAX);
-        size_t want = MIN(sb->block->size, MAX(end, sb->reserved) + chunk);
+        size_t want = MIN(sb->block->size, MAX(end, sb->reserved) + reserve_chunk(sb->block));
         int r;
 
-        r = psrd_record(d, RECORD_PSRD_RESERVED, sb->pool, sb->block, want, 0);
+        r = psrd_record(&d->pending, RECORD_PSRD_RESERVED, sb->pool, sb->block, want, 0);
         if (r < 0)
                 return r;
-        /* The bytes leave the process soon after this returns: the reservation is durable first. */
         r = state_dir_sync(d);
         if (r < 0)
                 return r;
         sb->reserved = want;
         return 0;
+}
+
+/* The block of sp after b that a pool takes from next: the first not used up. */
+static StateBlock *state_pool_next_block(StatePool *sp, const Block *b) {
+        Pool *p = sp->pool;
+        size_t i;
+
+        for (i = 0; i < p->n_blocks && p->blocks[i] != b; i++)
+                ;
+        for (i++; i < p->n_blocks; i++)
+                if (p->blocks[i]->userdata && p->blocks[i]->n_used < p->blocks[i]->size)
+                        return p->blocks[i]->userdata;
+        return NULL;
+}
+
+/* Marks a peer's block active, synced before returning: a take from it is about to be answered. */
+static int state_block_activate(StateBlock *sb) {
+        StateDir *d = sb->pool->dir;
+        int r;
+
+        r = psrd_record(&d->pending, RECORD_PSRD_ACTIVE, sb->pool, sb->block, 0, 0);
+        if (r >= 0)
+                r = state_dir_sync(d);
+        if (r < 0)
+                return r;
+        sb->active = true;
+        sb->active_pos = 0;
+        return 0;
+}
+
+/* When a peer's block is three quarters used, the next one it will take from is marked active in
+ * the background. */
+static void state_pool_activate_ahead(StatePool *sp, const Block *b) {
+        StateDir *d = sp->dir;
+        StateBlock *next;
+
+        if (b->size - b->n_used > b->size / 4)
+                return;
+        next = state_pool_next_block(sp, b);
+        if (!next || next->active || next->active_pos > 0 ||
+            psrd_record(&d->pending, RECORD_PSRD_ACTIVE, sp, next->block, 0, 0) < 0)
+                return;
+        next->active_pos = state_want_durable(d);
 }
 
 static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t start, size_t size,
@@ -650,11 +1029,8 @@ static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t 
                 r = state_block_attach(sp, (Block *) b, d->next_seq, &sb);
                 if (r < 0)
                         return r;
-                r = state_block_write(sb);
-                if (r >= 0)
-                        r = psrd_dir_sync(d);
+                r = state_block_write_new(sb);
                 if (r < 0) {
-                        state_block_unlink(sb);
                         state_block_free(sb);
                         return r;
                 }
@@ -668,20 +1044,18 @@ static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t 
                 d->changed = true;
                 if (sp->owner == POOL_OWNER_LOCAL)
                         return start + size > sb->reserved ? state_block_reserve(sb, start + size) : 0;
+                /* A reboot may lose takes not synced yet: a synced record that the block is active
+                 * makes the next start burn all of it then, rather than accept a replay. */
                 if (!sb->active) {
-                        /* A reboot may lose takes not synced yet: this synced record makes the next
-                         * start burn the whole block then, rather than accept a replay. */
-                        r = psrd_record(d, RECORD_PSRD_ACTIVE, sp, b, 0, 0);
-                        if (r >= 0)
-                                r = state_dir_sync(d);
+                        r = state_block_activate(sb);
                         if (r < 0)
                                 return r;
-                        sb->active = true;
                 }
-                r = psrd_record(d, RECORD_PSRD_USED, sp, b, start, size);
+                r = psrd_record(&d->pending, RECORD_PSRD_USED, sp, b, start, size);
                 if (r < 0)
                         return r;
                 state_pending(d);
+                state_pool_activate_ahead(sp, b);
                 return 0;
 
         case PSRD_CHANGE_GIVEN_BACK:
@@ -690,7 +1064,7 @@ static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t 
                 sb->dirty = true;
                 d->changed = true;
                 if (sp->owner == POOL_OWNER_PEER &&
-                    psrd_record(d, RECORD_PSRD_RETURNED, sp, b, start, size) >= 0)
+                    psrd_record(&d->pending, RECORD_PSRD_RETURNED, sp, b, start, size) >= 0)
                         state_pending(d);
                 return 0;
 
@@ -699,7 +1073,6 @@ static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t 
                         return 0;
                 state_block_unlink(sb);
                 state_block_free(sb);
-                d->changed = true;
                 return 0;
         }
         return 0;
@@ -725,8 +1098,10 @@ static bool block_burn_bitmap(Block *b, const uint8_t *map) {
         return changed;
 }
 
-/* Reads and checks one block file, and files it under its pool. */
-static int state_load_block(StateDir *d, const char *name) {
+/* Reads and checks one block file, and files it under its pool. A new block's file (fresh, under
+ * NEW_SUFFIX) may be cut short by a power loss: it is then dropped, since nothing was promised about
+ * a block whose file was not synced. */
+static int state_load_block(StateDir *d, const char *name, bool fresh) {
         _cleanup_free_ uint8_t *buf = NULL;
         _cleanup_(block_freep) Block *b = NULL;
         char peer[PEER_NAME_MAX], expect[UUID_STRING_MAX + sizeof(BLOCK_SUFFIX)];
@@ -769,6 +1144,8 @@ static int state_load_block(StateDir *d, const char *name) {
         if (r < 0)
                 return r;
         block_file_name(b, expect);
+        if (fresh)
+                memcpy(expect + strlen(expect) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
         if (!streq(expect, name))
                 goto corrupt;
         (void) block_burn_bitmap(b, buf + BLOCK_HEADER_SIZE + size);
@@ -789,11 +1166,20 @@ static int state_load_block(StateDir *d, const char *name) {
                 return r;
         sb->reserved = reserved;
         d->next_seq = MAX(d->next_seq, sb->seq + 1);
+        sb->fresh = fresh;
         return 0;
 
 corrupt:
         if (buf)
                 explicit_bzero(buf, n);
+        if (fresh && d->other_boot) {
+                log_notice("State file %s/" PSRD_DIR "/%s was not written completely before the system "
+                           "restarted; dropping it.",
+                           d->path, name);
+                if (!(d->flags & STATE_OPEN_READ_ONLY))
+                        (void) unlinkat(d->psrd_fd, name, 0);
+                return 0;
+        }
         return log_error_errno(
                 -EBADMSG, "State file %s/" PSRD_DIR "/%s is corrupted or truncated; refusing to use it.",
                 d->path, name);
@@ -821,11 +1207,13 @@ static int state_load_block_files(StateDir *d, DIR *dir, bool *any) {
                                 (void) unlinkat(d->psrd_fd, n, 0);
                         continue;
                 }
-                if (l <= strlen(BLOCK_SUFFIX) || !streq(n + l - strlen(BLOCK_SUFFIX), BLOCK_SUFFIX)) {
+                bool fresh = l > strlen(NEW_SUFFIX) && streq(n + l - strlen(NEW_SUFFIX), NEW_SUFFIX);
+                if (!fresh &&
+                    (l <= strlen(BLOCK_SUFFIX) || !streq(n + l - strlen(BLOCK_SUFFIX), BLOCK_SUFFIX))) {
                         log_warning("Ignoring unexpected file %s/" PSRD_DIR "/%s.", d->path, n);
                         continue;
                 }
-                r = state_load_block(d, n);
+                r = state_load_block(d, n, fresh);
                 if (r < 0)
                         return r;
                 *any = true;
@@ -852,6 +1240,32 @@ static int state_load_blocks(StateDir *d, bool *ret_any) {
         closedir(dir);
         if (r < 0)
                 return r;
+
+        /* New blocks get their names as the I/O thread would have given them; not while listing
+         * the directory, where a rename may make the listing skip or repeat a file. */
+        for (StatePool *sp = d->pools; sp; sp = sp->next)
+                for (size_t i = 0; i < sp->pool->n_blocks; i++) {
+                        StateBlock *sb = sp->pool->blocks[i]->userdata;
+                        char from[UUID_STRING_MAX + sizeof(NEW_SUFFIX)], to[sizeof(from)];
+                        _cleanup_close_ int file_fd = -EBADF;
+
+                        if (!sb->fresh)
+                                continue;
+                        sb->fresh = false;
+                        if (d->flags & STATE_OPEN_READ_ONLY)
+                                continue;
+                        block_file_name(sb->block, to);
+                        memcpy(from, to, sizeof(from));
+                        memcpy(from + strlen(from) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
+                        file_fd = openat(d->psrd_fd, from, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+                        if (file_fd < 0 || fsync(file_fd) < 0 ||
+                            renameat(d->psrd_fd, from, d->psrd_fd, to) < 0)
+                                return log_error_errno(-errno, "Failed to write %s/" PSRD_DIR "/%s: %m",
+                                                       d->path, to);
+                        if (fsync(d->psrd_fd) < 0)
+                                return log_error_errno(-errno, "Failed to sync %s/" PSRD_DIR ": %m",
+                                                       d->path);
+                }
 
         for (StatePool *sp = d->pools; sp; sp = sp->next)
                 qsort(sp->pool->blocks, sp->pool->n_blocks, sizeof(Block *), block_seq_compare);
@@ -1076,25 +1490,8 @@ static int state_open_journal(StateDir *d) {
                 return log_error_errno(-errno, "Failed to open %s/" JOURNAL_FILE ": %m", d->path);
         if (fstat(d->journal_fd, &st) < 0)
                 return -errno;
-        d->journal_size = (uint64_t) st.st_size;
+        d->journal_size = d->journal_base = (uint64_t) st.st_size;
         return 0;
-}
-
-/* Starts a new, empty journal for the current generation. */
-static int state_new_journal(StateDir *d) {
-        uint8_t h[LOG_HEADER_SIZE];
-        int r;
-
-        log_header_build(h, JOURNAL_MAGIC, d->generation, d->boot);
-        r = write_file_atomic(d->dir_fd, JOURNAL_FILE, &(struct iovec){h, sizeof(h)}, 1);
-        if (r < 0)
-                return log_error_errno(r, "Failed to write %s/" JOURNAL_FILE ": %m", d->path);
-        /* The old journal must not come back: with the new snapshot it would be taken for a
-         * checkpoint cut short, and the takes synced to the new journal would be forgotten. */
-        r = top_dir_sync(d);
-        if (r < 0)
-                return r;
-        return state_open_journal(d);
 }
 
 /* JSON has no room for damage detection of its own: node.json carries the CRC-32 of its role, name
@@ -1193,8 +1590,8 @@ static int state_load_node(StateDir *d, const uint8_t *buf, size_t n) {
         return 0;
 }
 
-/* Writes the snapshot of the next generation from memory, then a fresh journal for it. */
-static int state_write_snapshot(StateDir *d) {
+/* Builds the snapshot of the next generation from memory. */
+static int state_build_snapshot(StateDir *d, SecretBuffer *out) {
         uint8_t h[LOG_HEADER_SIZE], end[RECORD_HEADER_SIZE + 8], count[8];
         int r;
 
@@ -1220,70 +1617,157 @@ static int state_write_snapshot(StateDir *d) {
         r = secret_buffer_append(&d->snapshot, end, sizeof(end));
         if (r < 0)
                 return r;
-
-        r = write_file_atomic(d->dir_fd, RECORDS_FILE, &(struct iovec){d->snapshot.data, d->snapshot.size},
-                              1);
-        secret_buffer_clear(&d->snapshot);
-        if (r < 0)
-                return log_error_errno(r, "Failed to write %s/" RECORDS_FILE ": %m", d->path);
-        r = top_dir_sync(d);
-        if (r < 0)
-                return r;
-        /* From here the journal of the previous generation is stale and ignored if we crash. */
-        d->generation++;
-        return state_new_journal(d);
+        /* The job takes the buffer; the next snapshot grows a new one. */
+        *out = d->snapshot;
+        d->snapshot = (SecretBuffer){};
+        return 0;
 }
 
-/* Writes the blocks that changed and a snapshot, and starts a new journal: everything is then in
- * synced files, and no block of a peer's pool has unsynced takes. */
-static int state_checkpoint(StateDir *d) {
-        int r;
+/* Starts a checkpoint: the snapshot and copies of the blocks that changed are taken now, a new
+ * journal (JOURNAL_NEXT_FILE until the checkpoint is done) takes the changes from here, and the job
+ * returned writes it all.
+ *
+ * With keep_active, the peer's blocks marked active stay so, the new journal saying it from its
+ * start: a checkpoint in the background then costs the blocks in use no sync. Otherwise (at start
+ * and stop) every block starts inactive, so that a reboot burns nothing a clean stop left. */
+static int state_checkpoint_begin(StateDir *d, bool keep_active, StateJob **ret) {
+        _cleanup_(state_job_freep) StateJob *j = NULL;
+        SecretBuffer next = {};
+        uint8_t h[LOG_HEADER_SIZE];
+        int r, fd = -EBADF;
 
-        r = state_journal_write(d);
-        if (r < 0)
-                return r;
-        r = state_write_dirty_blocks(d);
-        /* The blocks renamed and removed must be durable before the journal that still describes
-         * their older versions goes. */
-        if (r >= 0 && d->unlinked)
-                r = psrd_dir_sync(d);
-        if (r < 0)
-                goto fail;
-        r = state_write_snapshot(d);
-        if (r < 0)
-                goto fail;
+        if (d->journal_fd >= 0) {
+                r = state_journal_write(d);
+                if (r < 0)
+                        return r;
+        }
+        j = state_job_new(d, JOB_CHECKPOINT, 0);
+        if (!j)
+                return -ENOMEM;
+        r = state_copy_dirty_blocks(d, j);
+        if (r >= 0)
+                r = state_build_snapshot(d, &j->records);
+
+        log_header_build(h, JOURNAL_MAGIC, d->generation + 1, d->boot);
+        if (r >= 0)
+                r = secret_buffer_append(&next, h, sizeof(h));
+        for (StatePool *sp = d->pools; sp && r >= 0; sp = sp->next)
+                for (size_t i = 0; i < sp->pool->n_blocks && r >= 0; i++) {
+                        Block *b = sp->pool->blocks[i];
+                        StateBlock *sb = b->userdata;
+                        bool keep = keep_active && sb && (sb->active || sb->active_pos > 0) &&
+                                    b->n_used < b->size;
+
+                        if (sb && !keep) {
+                                sb->active = false;
+                                sb->active_pos = 0;
+                        }
+                        if (keep)
+                                r = psrd_record(&next, RECORD_PSRD_ACTIVE, sp, b, 0, 0);
+                }
+        if (r >= 0) {
+                fd = openat(d->dir_fd, JOURNAL_NEXT_FILE,
+                            O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+                if (fd < 0)
+                        r = -errno;
+        }
+        if (r >= 0)
+                r = write_all(fd, &(struct iovec){next.data, next.size}, 1);
+        if (r >= 0) {
+                j->journal_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+                if (j->journal_fd < 0)
+                        r = -errno;
+        }
+        if (r < 0) {
+                safe_close(fd);
+                secret_buffer_done(&next);
+                return log_error_errno(r, "Failed to start a checkpoint in %s: %m", d->path);
+        }
+
+        j->old_journal_fd = d->journal_fd;
+        d->journal_fd = fd;
+        d->journal_size = d->journal_base = next.size;
+        d->jpos += next.size;
+        j->pos = d->jpos;
+        d->generation++;
+        /* Activations asked for and not durable yet are in the new journal's start now. */
         for (StatePool *sp = d->pools; sp; sp = sp->next)
                 for (size_t i = 0; i < sp->pool->n_blocks; i++) {
                         StateBlock *sb = sp->pool->blocks[i]->userdata;
 
-                        if (sb)
-                                sb->active = false;
+                        if (sb && sb->active_pos > 0)
+                                sb->active_pos = j->pos;
                 }
+        secret_buffer_done(&next);
         d->changed = false;
-        d->unsynced = false;
+        d->checkpoint_running = true;
+        *ret = TAKE_PTR(j);
         return 0;
+}
 
-fail:
-        state_failed(d, r);
-        return r;
+/* A checkpoint done before returning: everything is then in synced files, and no block of a peer's
+ * pool has unsynced takes. */
+static int state_checkpoint(StateDir *d) {
+        StateJob *j;
+        int r;
+
+        if (d->worker)
+                io_worker_drain(d->worker);
+        if (d->failed)
+                return -EIO;
+        r = state_checkpoint_begin(d, false, &j);
+        if (r < 0) {
+                state_failed(d, r);
+                return r;
+        }
+        j->io.run = state_job_run;
+        j->io.done = state_job_done;
+        r = state_job_run(&j->io);
+        state_job_done(&j->io, r);
+        return d->failed ? -EIO : r;
+}
+
+/* A checkpoint written in the background. */
+static void state_checkpoint_async(StateDir *d) {
+        StateJob *j;
+        int r;
+
+        if (d->failed || d->checkpoint_running)
+                return;
+        r = state_checkpoint_begin(d, true, &j);
+        if (r < 0) {
+                state_failed(d, r);
+                return;
+        }
+        state_submit(d, j);
 }
 
 static int state_create(StateDir *d) {
         int r;
 
         d->generation = 0;
-        r = state_write_snapshot(d);
+        r = state_checkpoint(d);
         if (r < 0)
                 return r;
         /* node.json comes last: a directory without it is empty, whatever else it holds. */
         return state_write_node(d, NULL);
 }
 
+/* Reads a journal, or the next one; -ENOENT when there is none. */
+static int state_read_journal(StateDir *d, const char *file, uint8_t **ret, size_t *ret_size) {
+        int r;
+
+        r = read_file(d->dir_fd, file, ret, ret_size);
+        if (r < 0 && r != -ENOENT)
+                return log_error_errno(r, "Failed to read %s/%s: %m", d->path, file);
+        return r;
+}
+
 static int state_load(StateDir *d) {
-        _cleanup_free_ uint8_t *node = NULL, *records = NULL, *journal = NULL;
-        size_t n_node = 0, n_records = 0, n_journal = 0;
-        uint64_t gen_records, gen_journal;
-        bool any_blocks = false, other_boot, rebooted = false;
+        _cleanup_free_ uint8_t *node = NULL, *records = NULL, *journal = NULL, *next = NULL;
+        size_t n_node = 0, n_records = 0, n_journal = 0, n_next = 0;
+        uint64_t gen_records, gen, expect;
+        bool any_blocks = false, journal_other_boot, rebooted = false, fold;
         int r;
 
         r = read_file(d->dir_fd, NODE_FILE, &node, &n_node);
@@ -1294,6 +1778,13 @@ static int state_load(StateDir *d) {
                 if (r < 0)
                         return r;
         }
+
+        r = state_read_journal(d, JOURNAL_FILE, &journal, &n_journal);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        journal_other_boot = r >= 0 && log_header_valid(journal, n_journal, JOURNAL_MAGIC) &&
+                             boot_differs(d, journal + 16);
+        d->other_boot = journal_other_boot;
 
         r = state_load_blocks(d, &any_blocks);
         if (r < 0)
@@ -1317,40 +1808,67 @@ static int state_load(StateDir *d) {
         if (r < 0)
                 return r;
 
-        r = read_file(d->dir_fd, JOURNAL_FILE, &journal, &n_journal);
-        if (r == -ENOENT)
+        if (!journal)
                 return state_fail(d, JOURNAL_FILE, "is missing");
-        if (r < 0)
-                return log_error_errno(r, "Failed to read %s/" JOURNAL_FILE ": %m", d->path);
-        other_boot = log_header_valid(journal, n_journal, JOURNAL_MAGIC) && boot_differs(d, journal + 16);
-        if (log_header_valid(journal, n_journal, JOURNAL_MAGIC) && get_le64(journal + 8) < gen_records)
+        if (log_header_valid(journal, n_journal, JOURNAL_MAGIC) && get_le64(journal + 8) < gen_records) {
                 /* A checkpoint was cut short after its snapshot: the snapshot has it all. */
-                gen_journal = get_le64(journal + 8);
-        else {
-                rebooted = other_boot;
-                r = state_parse_log(d, JOURNAL_FILE, JOURNAL_MAGIC, journal, n_journal, rebooted,
-                                    &gen_journal);
+                fold = true;
+                expect = gen_records;
+        } else {
+                rebooted = journal_other_boot;
+                r = state_parse_log(d, JOURNAL_FILE, JOURNAL_MAGIC, journal, n_journal, rebooted, &gen);
                 explicit_bzero(journal, n_journal);
                 if (r < 0)
                         return r;
-                if (gen_journal != gen_records)
+                if (gen != gen_records)
                         return state_fail(d, JOURNAL_FILE,
                                           "does not belong to the snapshot in " RECORDS_FILE);
+                fold = rebooted;
+                expect = gen_records + 1;
         }
         d->generation = gen_records;
+
+        /* A checkpoint was cut short before its last rename: what was journaled after it began is in
+         * the next journal. */
+        r = state_read_journal(d, JOURNAL_NEXT_FILE, &next, &n_next);
+        if (r < 0 && r != -ENOENT)
+                return r;
+        if (r >= 0) {
+                fold = true;
+                if (!log_header_valid(next, n_next, JOURNAL_MAGIC) && expect > gen_records &&
+                    journal_other_boot) {
+                        /* Created, and the system went down before it was synced: nothing relied on
+                         * it, since what relies on the journal syncs it first. */
+                        log_notice("State file %s/" JOURNAL_NEXT_FILE
+                                   " was not written completely before the system restarted; dropping it.",
+                                   d->path);
+                        d->generation = expect; /* its number is not used again */
+                } else {
+                        bool other =
+                                log_header_valid(next, n_next, JOURNAL_MAGIC) && boot_differs(d, next + 16);
+
+                        r = state_parse_log(d, JOURNAL_NEXT_FILE, JOURNAL_MAGIC, next, n_next, other, &gen);
+                        explicit_bzero(next, n_next);
+                        if (r < 0)
+                                return r;
+                        if (gen != expect)
+                                return state_fail(d, JOURNAL_NEXT_FILE,
+                                                  "does not belong to the snapshot in " RECORDS_FILE);
+                        rebooted = rebooted || other;
+                        d->generation = gen;
+                }
+        }
 
         state_settle_blocks(d, rebooted);
 
         if (d->flags & STATE_OPEN_READ_ONLY)
                 return 0;
-        if (gen_journal != gen_records)
-                return state_new_journal(d);
-        r = state_open_journal(d);
-        if (r < 0)
-                return r;
         /* A journal names the boot it was written in: fold one of an earlier boot into a checkpoint,
-         * so that only this boot's writes are ever in question. */
-        return other_boot ? state_checkpoint(d) : 0;
+         * so that only this boot's writes are ever in question; and a checkpoint cut short is
+         * finished. */
+        if (fold)
+                return state_checkpoint(d);
+        return state_open_journal(d);
 }
 
 /* ---- event loop ---- */
@@ -1358,7 +1876,7 @@ static int state_load(StateDir *d) {
 static int on_sync(sd_event_source *s, uint64_t usec, void *userdata) {
         (void) s;
         (void) usec;
-        (void) state_dir_sync(userdata);
+        state_sync_async(userdata);
         return 0;
 }
 
@@ -1375,7 +1893,8 @@ static int on_checkpoint(sd_event_source *s, uint64_t usec, void *userdata) {
         StateDir *d = userdata;
 
         (void) usec;
-        (void) state_dir_checkpoint(d);
+        if (!(d->flags & STATE_OPEN_READ_ONLY) && (d->changed || d->journal_size > d->journal_base))
+                state_checkpoint_async(d);
         if (d->checkpoint_sec > 0)
                 (void) sd_event_source_set_time_relative(s, checkpoint_delay(d));
         return 0;
@@ -1393,6 +1912,7 @@ int state_dir_open(sd_event *event, const char *path, const char *role, const ch
         if (!d)
                 return -ENOMEM;
         d->dir_fd = d->psrd_fd = d->lock_fd = d->journal_fd = -EBADF;
+        pthread_mutex_init(&d->files_lock, NULL);
         d->flags = flags;
         d->checkpoint_sec = CHECKPOINT_INTERVAL_DEFAULT;
         d->path = strdup(path);
@@ -1436,6 +1956,9 @@ int state_dir_open(sd_event *event, const char *path, const char *role, const ch
 
         if (event && !(flags & STATE_OPEN_READ_ONLY)) {
                 d->event = sd_event_ref(event);
+                r = io_worker_new(event, "state-io", &d->worker);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to start the state I/O thread: %m");
                 r = sd_event_add_time_relative(event, &d->sync_timer, CLOCK_MONOTONIC, SYNC_DELAY_USEC, 0,
                                                on_sync, d);
                 if (r < 0)
@@ -1458,6 +1981,8 @@ StateDir *state_dir_free(StateDir *d) {
         if (!d)
                 return NULL;
 
+        /* Jobs still queued finish first: they name d and its blocks. */
+        d->worker = io_worker_free(d->worker);
         while (d->pools) {
                 StatePool *sp = d->pools;
 
@@ -1483,6 +2008,7 @@ StateDir *state_dir_free(StateDir *d) {
         safe_close(d->psrd_fd);
         safe_close(d->lock_fd);
         safe_close(d->dir_fd);
+        pthread_mutex_destroy(&d->files_lock);
         free(d->path);
         free(d->role);
         free(d->name);
@@ -1568,12 +2094,10 @@ void state_dir_release_pool(StateDir *d, Pool *p, bool destroy) {
 
                 if (!sb)
                         continue;
-                if (destroy)
+                if (destroy && !(d->flags & STATE_OPEN_READ_ONLY))
                         state_block_unlink(sb);
                 state_block_free(sb);
         }
-        if (destroy && !(d->flags & STATE_OPEN_READ_ONLY))
-                (void) psrd_dir_sync(d);
         pool_set_observer(p, NULL, NULL);
         state_pool_unlink(d, sp);
 }
@@ -1728,7 +2252,8 @@ int state_dir_checkpoint(StateDir *d) {
                 return 0;
         if (d->failed)
                 return -EIO;
-        if (!d->changed && !d->unlinked && d->journal_size <= LOG_HEADER_SIZE)
+        if (!d->changed && d->journal_size <= d->journal_base && !d->checkpoint_running &&
+            io_worker_pending(d->worker) == 0)
                 return 0;
         return state_checkpoint(d);
 }
@@ -1769,6 +2294,13 @@ void state_dir_set_failure_callback(StateDir *d, StateFailed callback, void *use
         d->failed_userdata = userdata;
 }
 
+int state_dir_wait(StateDir *d) {
+        if (!d || !d->worker)
+                return 0;
+        io_worker_drain(d->worker);
+        return d->failed ? -EIO : 0;
+}
+
 int state_dir_sync(StateDir *d) {
         int r;
 
@@ -1779,16 +2311,24 @@ int state_dir_sync(StateDir *d) {
         r = state_journal_write(d);
         if (r < 0)
                 return r;
-        if (!d->unsynced)
+        if (d->jpos <= d->jpos_durable)
                 return 0;
         if (fdatasync(d->journal_fd) < 0) {
                 r = log_error_errno(-errno, "Failed to sync %s/" JOURNAL_FILE ": %m", d->path);
                 state_failed(d, r);
                 return r;
         }
-        d->unsynced = false;
-        if (d->sync_timer)
-                (void) sd_event_source_set_enabled(d->sync_timer, SD_EVENT_OFF);
+        if (d->checkpoint_running) {
+                /* The journal is the checkpoint's new one, whose name may not be durable yet; the
+                 * old one may not be synced yet either, so only what was just written counts. */
+                if (fsync(d->dir_fd) < 0) {
+                        r = log_error_errno(-errno, "Failed to sync state directory %s: %m", d->path);
+                        state_failed(d, r);
+                        return r;
+                }
+                return 0;
+        }
+        state_durable(d, d->jpos);
         return 0;
 }
 

@@ -7,30 +7,41 @@
  *
  *   lock        flock()ed while a process uses the directory
  *   node.json   what changes rarely (registrations, encryptor lists), rewritten whole
- *   psrd/UUID.blk one file per PSRD block: header, data (used bytes zero), used-byte bitmap
+ *   psrd/UUID.blk one file per PSRD block: header, data (used bytes zero), used-byte bitmap;
+ *               UUID.new while a block that just arrived is not synced yet
  *   records     snapshot of the daemon's records (the hub's stored shares, the client's keys
  *               awaiting delivery) as of the last checkpoint
  *   journal     what changed since: PSRD ranges taken from a peer's pool and given back,
  *               reservations of the node's own pools, records put and deleted
+ *   journal.next the journal of a checkpoint being written, read after the journal
  *
  * Every file is written to a temporary name, synced and renamed, and the directory is synced;
  * the journal is only appended to. Every file carries a format version and CRC-32 checksums, so a
  * truncated or corrupted file is refused at start-up with its name, never used.
  *
+ * The event loop waits for the disk only for a reservation: an I/O thread syncs the journal, syncs
+ * and names new block files, and writes checkpoints, in the order they were asked for. What must
+ * survive the process reaches the kernel from the loop first (journal records, new block files,
+ * removals).
+ *
  * The guarantees, and what they cost:
  *  - Changes are written to the journal (one write() for all made since the last) before any reply
  *    leaves the node (state_dir_flush() from the HTTP server's reply hook), so they survive the
  *    process (kill -9); the journal is synced within 200 ms, at every checkpoint and where a
- *    guarantee below needs it at once.
+ *    guarantee below needs it.
  *  - PSRD a node sends with (its own pools) is reserved ahead in chunks: the reservation is synced
  *    before any byte of it is handed out, and after a crash the reserved but unused bytes are
- *    burned. One sync per chunk.
+ *    burned. One sync on the event loop per chunk.
  *  - PSRD a peer names (the peer's pools) is journaled as used before the reply to its message,
  *    so a replay after a restart finds it used. Against power loss, where the last writes may be
- *    lost, the first take from a block after a checkpoint syncs a record that the block is in
- *    use; a journal of an earlier boot (the system went down) then burns every such block whole.
- *    The peer is told "Invalid PSRD block UUID." or "Attempt to use PSRD data more than once." for
- *    those bytes and retires the block. One sync per block and checkpoint.
+ *    lost, a block is marked active by a durable record before the reply to its first take; a
+ *    journal of an earlier boot (the system went down) then burns every active block whole. The
+ *    next block of a pool is marked in the background when three quarters of the one in use are
+ *    used, and blocks in use stay marked across checkpoints, so a power loss burns the blocks in
+ *    use of every peer's pool. The peer is told "Invalid PSRD block UUID." or "Attempt to use
+ *    PSRD data more than once." for those bytes and retires the block.
+ *  - A new block may be lost by a power loss until its file is synced, and with it the records
+ *    naming it: that cannot make PSRD used twice, and a peer naming it is told it is unknown.
  *  - Bytes taken to check a MAC that fails are given back; the journal records that too.
  *  - Used bytes are zero in memory at once and in the block files from the next checkpoint
  *    (every 10 s give or take 12% with changes, when the journal grows large, and at exit).
@@ -132,6 +143,8 @@ int state_dir_flush(StateDir *d);
 int state_dir_flush_callback(void *userdata);
 /* Writes and syncs the journal now (otherwise done within 200 ms of a change). */
 int state_dir_sync(StateDir *d);
+/* Waits until the file work asked for so far (block files, syncs, a checkpoint) is done. */
+int state_dir_wait(StateDir *d);
 /* Whether whole blocks of a pool of peer were burned at load, because the system went down before
  * their use was synced: the peer does not know, so the link may need fresh PSRD. */
 bool state_dir_peer_burned(const StateDir *d, const char *peer);

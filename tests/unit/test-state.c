@@ -501,6 +501,8 @@ static void test_fresh(void **state) {
         p = state_take(d, PEER, POOL_OWNER_PEER);
         assert_null(p->blocks);
         (void) block_add(p, 512, &o);
+        /* Block files are written in the background. */
+        assert_int_equal(state_dir_wait(d), 0);
         blk = block_file_first(dir);
         psrd_path = path_join(dir, "psrd");
         assert_mode(psrd_path, strrchr(blk, '/') + 1, 0600);
@@ -566,6 +568,7 @@ static void test_ownership(void **state) {
                 allocation_free(a);
         }
 
+        assert_int_equal(state_dir_wait(d), 0);
         /* Held: a second writer is refused, whoever it claims to be; an inspector is not. */
         assert_int_equal(state_dir_open(e, dir, ROLE, NAME, 0, &d2), -EBUSY);
         assert_int_equal(state_dir_open(e, dir, "client", "c9", 0, &d2), -EBUSY);
@@ -1167,7 +1170,8 @@ static void test_checkpoint_cut_short(void **state) {
         file_write(journal, old, n);
         assert_int_equal(journal_generation(dir), 1);
         d = state_open(e, dir);
-        assert_int_equal(journal_generation(dir), 2);
+        /* Finished by a checkpoint of its own. */
+        assert_int_equal(journal_generation(dir), 3);
         assert_int_equal(state_dir_replay(d, on_record, &seen), 0);
         assert_int_equal(seen.n, 1);
         assert_seen(&seen, 0, STATE_RECORD_USER + 1, "kept");
@@ -1186,6 +1190,89 @@ static void test_checkpoint_cut_short(void **state) {
         orig_done(&o, 1);
         sd_event_unref(e);
         tmpdir_free(dir);
+}
+
+/* A checkpoint in the background cut short before its last rename: its new journal (journal.next)
+ * holds what came after it began. It is read after the old journal while the old snapshot is in
+ * place (variant 0), and alone once the new snapshot is (variant 1). */
+static void test_checkpoint_next_journal(void **state) {
+        char *dir, *journal, *next, *records;
+        sd_event *e = event_new();
+        uint8_t *old_journal, *old_records;
+        size_t n_journal, n_records;
+        Allocation *a[2];
+        StateDir *d;
+        Block *b;
+        Pool *p;
+        Orig o;
+
+        (void) state;
+        for (unsigned variant = 0; variant < 3; variant++) {
+                Seen seen = {};
+
+                dir = tmpdir_new();
+                journal = path_join(dir, "journal");
+                next = path_join(dir, "journal.next");
+                records = path_join(dir, "records");
+
+                d = state_open(e, dir);
+                p = state_take(d, PEER, POOL_OWNER_PEER);
+                b = block_add(p, 1000, &o);
+                a[0] = names(b, 10, 20, NULL, 0, 0);
+                assert_int_equal(pool_take(p, a[0], 0, NULL), 0);
+                assert_int_equal(state_dir_flush(d), 0);
+                old_journal = file_read(journal, &n_journal);
+                old_records = file_read(records, &n_records);
+                assert_int_equal(state_dir_checkpoint(d), 0);
+                a[1] = names(b, 100, 20, NULL, 0, 0);
+                assert_int_equal(pool_take(p, a[1], 0, NULL), 0);
+                assert_int_equal(append_str(d, STATE_RECORD_USER + 1, "after"), 0);
+                state_drop(d, &p, 1);
+
+                /* The journal the checkpoint started has not got its name yet. */
+                assert_int_equal(rename(journal, next), 0);
+                file_write(journal, old_journal, n_journal);
+                if (variant != 1)
+                        file_write(records, old_records, n_records);
+
+                if (variant == 2) {
+                        /* Its header did not reach the disk before the system went down: nothing
+                         * relied on it, so it is dropped; on the same boot it is damage. */
+                        assert_int_equal(truncate(next, 20), 0);
+                        assert_int_equal(state_open_error(e, dir), -EBADMSG);
+                        journal_set_other_boot(dir);
+                }
+
+                d = state_open(e, dir);
+                assert_int_equal(access(next, F_OK), -1);
+                assert_int_equal(journal_generation(dir), 3);
+                assert_int_equal(state_dir_replay(d, on_record, &seen), 0);
+                p = state_take(d, PEER, POOL_OWNER_PEER);
+                if (variant < 2) {
+                        assert_int_equal(seen.n, 1);
+                        assert_seen(&seen, 0, STATE_RECORD_USER + 1, "after");
+                        /* Both takes are known: neither is accepted again. */
+                        for (size_t i = 0; i < 2; i++) {
+                                Allocation *again = names(p->blocks[0], i == 0 ? 10 : 100, 20, NULL, 0, 0);
+                                assert_int_equal(pool_take(p, again, 0, NULL), -EALREADY);
+                                allocation_free(again);
+                        }
+                } else
+                        /* The journal of the earlier boot says the block was active: burned. */
+                        assert_int_equal(p->blocks[0]->n_used, p->blocks[0]->size);
+                state_drop(d, &p, 1);
+
+                for (size_t i = 0; i < 2; i++)
+                        allocation_free(a[i]);
+                free(old_journal);
+                free(old_records);
+                free(journal);
+                free(next);
+                free(records);
+                orig_done(&o, 1);
+                tmpdir_free(dir);
+        }
+        sd_event_unref(e);
 }
 
 static void test_timers(void **state) {
@@ -1211,6 +1298,8 @@ static void test_timers(void **state) {
                 assert_true(sd_event_now(e, CLOCK_MONOTONIC, &now) >= 0);
         } while (live.calls == 0 && now - start < 5 * 1000 * 1000);
         assert_int_equal(live.calls, 1);
+        /* Written in the background. */
+        assert_int_equal(state_dir_wait(d), 0);
         assert_int_equal(journal_generation(dir), 2);
         state_dir_free(d);
 
@@ -1325,11 +1414,13 @@ static void test_release_and_drop(void **state) {
         (void) block_add(p[2], 400, &o[3]);
         gone = state_take(d, "p3", POOL_OWNER_PEER);
         (void) block_add(gone, 500, &o[4]);
+        assert_int_equal(state_dir_wait(d), 0);
         assert_int_equal(block_files_count(dir), 5);
 
         /* A link reset: its files go at once. */
         state_dir_release_pool(d, gone, true);
         gone = pool_free(gone);
+        assert_int_equal(state_dir_wait(d), 0);
         assert_int_equal(block_files_count(dir), 4);
         assert_false(block_file_exists(dir, &o[4].uuid));
         /* Harmless. */
@@ -1345,6 +1436,7 @@ static void test_release_and_drop(void **state) {
         p[0] = state_take(d, PEER, POOL_OWNER_LOCAL);
         assert_int_equal(p[0]->n_blocks, 1);
         assert_int_equal(state_dir_drop_unclaimed(d), 3);
+        assert_int_equal(state_dir_wait(d), 0);
         assert_int_equal(block_files_count(dir), 1);
         assert_true(block_file_exists(dir, &o[0].uuid));
         assert_int_equal(state_dir_drop_unclaimed(d), 0);
@@ -1477,6 +1569,7 @@ int main(void) {
                 cmocka_unit_test_teardown(test_corruption, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_corrupt_node, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_checkpoint_cut_short, tmpdirs_remove),
+                cmocka_unit_test_teardown(test_checkpoint_next_journal, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_timers, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_reboot, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_release_and_drop, tmpdirs_remove),
