@@ -167,23 +167,20 @@ static int etsi_reply_keys(HttpRequest *req, EtsiKey *keys, size_t n_keys) {
         memcpy(body, head, sizeof(head) - 1);
         off = sizeof(head) - 1;
         for (size_t i = 0; i < n_keys; i++) {
-                char id[UUID_STRING_MAX];
-                char *b64 = NULL;
-                int n;
+                static const char id_head[] = "{\"key_ID\":\"", key_head[] = "\",\"key\":\"",
+                                  key_tail[] = "\"}";
 
-                r = base64_encode(keys[i].key, keys[i].size, &b64);
-                if (r < 0) {
-                        erase_and_free(body, size + 1);
-                        return r;
-                }
-                n = snprintf(body + off, size + 1 - off, "%s{\"key_ID\":\"%s\",\"key\":\"%s\"}",
-                             i > 0 ? "," : "", uuid_to_string(&keys[i].key_id, id), b64);
-                erase_and_free(b64, strlen(b64));
-                if (n < 0 || (size_t) n >= size + 1 - off) {
-                        erase_and_free(body, size + 1);
-                        return -ENOBUFS;
-                }
-                off += (size_t) n;
+                if (i > 0)
+                        body[off++] = ',';
+                memcpy(body + off, id_head, sizeof(id_head) - 1);
+                off += sizeof(id_head) - 1;
+                (void) uuid_to_string(&keys[i].key_id, body + off); /* its NUL is overwritten next */
+                off += UUID_STRING_MAX - 1;
+                memcpy(body + off, key_head, sizeof(key_head) - 1);
+                off += sizeof(key_head) - 1;
+                off = (size_t) (base64_encode_into(keys[i].key, keys[i].size, body + off) - body);
+                memcpy(body + off, key_tail, sizeof(key_tail) - 1);
+                off += sizeof(key_tail) - 1;
         }
         memcpy(body + off, tail, sizeof(tail) - 1);
         off += sizeof(tail) - 1;

@@ -16,6 +16,7 @@
 #include "random.h"
 #include "secret.h"
 #include "shamir.h"
+#include "share-msg.h"
 
 typedef enum HubOutcome {
         HUB_OUTCOME_PENDING,
@@ -246,11 +247,13 @@ static int on_defer_finish(sd_event_source *s, void *userdata) {
         return 0;
 }
 
-/* Signs a request: 32 bytes of the client-owned pool key an HMAC over query || body. */
+/* Signs a request: 32 bytes of the client-owned pool key an HMAC over query || body. *ret_header
+ * is the whole header line. */
 static int exchange_sign(HubExchange *x, const char *query, const char *body, size_t body_size,
                          char **ret_header) {
+        static const char prefix[] = DSKE_SIGNATURE_HEADER ": ";
         uint8_t mac[DSKE_MAC_SIZE];
-        _cleanup_free_ char *value = NULL;
+        char *header;
         int r;
 
         r = pool_allocate(x->hub->local_pool, DSKE_MAC_KEY_SIZE, &x->mac);
@@ -259,12 +262,13 @@ static int exchange_sign(HubExchange *x, const char *query, const char *body, si
         r = dske_mac(x->mac->data, x->mac->size, query, strlen(query), body, body_size, mac);
         if (r < 0)
                 return r;
-        r = signature_header_format(x->mac, mac, &value);
-        explicit_bzero(mac, sizeof(mac));
-        if (r < 0)
-                return r;
-        if (asprintf(ret_header, DSKE_SIGNATURE_HEADER ": %s", value) < 0)
+
+        header = malloc(sizeof(prefix) - 1 + signature_header_length(x->mac) + 1);
+        if (!header)
                 return -ENOMEM;
+        memcpy(header, prefix, sizeof(prefix) - 1);
+        *signature_header_write(x->mac, mac, header + sizeof(prefix) - 1) = '\0';
+        *ret_header = header;
         return 0;
 }
 
@@ -385,47 +389,21 @@ static int exchange_start_scatter(HubExchange *x, const uint8_t *share, size_t s
         static const char *const content_type = "Content-Type: application/json";
         KeyOp *op = x->op;
         Manager *m = op->manager;
-        _cleanup_json_ json_object *o = NULL;
-        _cleanup_free_ char *url = NULL, *signature = NULL, *encrypted_b64 = NULL;
-        uint8_t *encrypted = NULL;
-        json_object *alloc_json;
-        const char *body;
+        _cleanup_free_ char *url = NULL, *signature = NULL, *body = NULL;
         const char *headers[3];
+        size_t body_size;
         int r;
 
         r = pool_allocate(x->hub->local_pool, size, &x->enc);
         if (r < 0)
                 return r;
 
-        encrypted = secret_alloc(size);
-        if (!encrypted)
-                return -ENOMEM;
-        for (size_t i = 0; i < size; i++)
-                encrypted[i] = share[i] ^ x->enc->data[i];
-        r = base64_encode(encrypted, size, &encrypted_b64);
-        erase_and_free(encrypted, size);
+        r = share_post_format(m->config.name, op->master_sae, op->slave_sae, &op->key_id, x->hub->index,
+                              x->enc, share, size, &body, &body_size);
         if (r < 0)
                 return r;
 
-        alloc_json = allocation_to_json(x->enc);
-        o = json_object_new_object();
-        if (!o || !alloc_json) {
-                json_object_put(alloc_json);
-                return -ENOMEM;
-        }
-        if (json_object_object_add(o, "master_client_name", json_object_new_string(m->config.name)) < 0 ||
-            json_object_object_add(o, "master_sae_id", json_object_new_string(op->master_sae)) < 0 ||
-            json_object_object_add(o, "slave_sae_id", json_object_new_string(op->slave_sae)) < 0 ||
-            json_object_object_add(o, "user_key_id", json_object_new_string(op->key_id_string)) < 0 ||
-            json_object_object_add(o, "share_index", json_object_new_int((int) x->hub->index)) < 0 ||
-            json_object_object_add(o, "encryption_key_allocation", alloc_json) < 0 ||
-            json_object_object_add(o, "encrypted_share_value", json_object_new_string(encrypted_b64)) < 0)
-                return -ENOMEM;
-        body = json_object_to_json_string_ext(o, JSON_C_TO_STRING_DSKE);
-        if (!body)
-                return -ENOMEM;
-
-        r = exchange_sign(x, "", body, strlen(body), &signature);
+        r = exchange_sign(x, "", body, body_size, &signature);
         if (r < 0)
                 return r;
 
@@ -440,7 +418,7 @@ static int exchange_start_scatter(HubExchange *x, const uint8_t *share, size_t s
                                         .url = url,
                                         .headers = headers,
                                         .body = body,
-                                        .body_size = strlen(body),
+                                        .body_size = body_size,
                                         .timeout_ms = (unsigned) (m->config.hub_timeout_usec / 1000),
                                 },
                                 on_exchange_done, x, &x->call);
@@ -512,22 +490,23 @@ int key_op_scatter(Manager *m, const char *master_sae, const char *slave_sae, si
 /* Gather */
 
 static int exchange_start_gather(HubExchange *x) {
+        static const char path[] = "/dske/api/v1/key-share?";
         KeyOp *op = x->op;
         Manager *m = op->manager;
-        _cleanup_free_ char *query = NULL, *url = NULL, *signature = NULL;
+        _cleanup_free_ char *url = NULL, *signature = NULL;
         const char *headers[2];
+        size_t n;
         int r;
 
-        /* The reference's parameter order; the MAC covers the query exactly as sent. Names are
-         * restricted to URL-safe characters, so nothing needs escaping. */
-        if (asprintf(&query, "client_name=%s&master_sae_id=%s&slave_sae_id=%s&key_id=%s", m->config.name,
-                     op->master_sae, op->slave_sae, op->key_id_string) < 0)
+        /* The reference's parameter order; the MAC covers the query exactly as sent, which is the
+         * tail of the URL. Names are restricted to URL-safe characters, so nothing needs escaping. */
+        if (asprintf(&url, "%s%sclient_name=%s&master_sae_id=%s&slave_sae_id=%s&key_id=%s", x->hub->url,
+                     path, m->config.name, op->master_sae, op->slave_sae, op->key_id_string) < 0)
                 return -ENOMEM;
-        r = exchange_sign(x, query, NULL, 0, &signature);
+        n = strlen(x->hub->url) + sizeof(path) - 1;
+        r = exchange_sign(x, url + n, NULL, 0, &signature);
         if (r < 0)
                 return r;
-        if (asprintf(&url, "%s/dske/api/v1/key-share?%s", x->hub->url, query) < 0)
-                return -ENOMEM;
         headers[0] = signature;
         headers[1] = NULL;
         return http_client_call(m->http,
@@ -542,43 +521,59 @@ static int exchange_start_gather(HubExchange *x) {
 
 /* Parses a verified GET key-share reply and decrypts the share with hub-owned bytes. */
 static int exchange_take_share(HubExchange *x, const HttpResponse *response) {
+        _cleanup_(share_reply_view_done) ShareReplyView view = {};
         _cleanup_json_ json_object *o = NULL;
         _cleanup_(allocation_freep) Allocation *a = NULL;
-        json_object *index_v, *alloc_v, *value_v, *key_id_v;
+        json_object *index_v, *alloc_v = NULL, *value_v, *key_id_v;
         size_t max_size = x->op->manager->config.max_key_bits / 8;
+        const char *value_b64;
+        size_t value_b64_size;
         uint8_t *encrypted = NULL;
         size_t size = 0;
         int64_t index;
         Uuid key_id;
         int r;
 
-        o = json_tokener_parse((const char *) response->body);
-        if (!o || !json_object_is_type(o, json_type_object) ||
-            !json_object_object_get_ex(o, "share_index", &index_v) ||
-            !json_object_object_get_ex(o, "encryption_key_allocation", &alloc_v) ||
-            !json_object_object_get_ex(o, "encrypted_share_value", &value_v) ||
-            !json_object_is_type(index_v, json_type_int) ||
-            !json_object_is_type(value_v, json_type_string)) {
-                exchange_set_outcome(x, HUB_OUTCOME_BAD_REPLY, "malformed share reply");
-                return -EBADMSG;
+        /* Our hubs' compact form is read directly; anything else goes through json-c. */
+        r = share_reply_parse(response->body, response->body_size, &view);
+        if (r == -ENOMEM) {
+                exchange_set_outcome(x, HUB_OUTCOME_BAD_REPLY, "out of memory");
+                return r;
         }
-        /* A hub that also names the key must name this one (C6). */
-        if (json_object_object_get_ex(o, "key_id", &key_id_v) &&
-            (!json_object_is_type(key_id_v, json_type_string) ||
-             uuid_from_string(json_object_get_string(key_id_v), &key_id) < 0 ||
-             !uuid_equal(&key_id, &x->op->key_id))) {
-                exchange_set_outcome(x, HUB_OUTCOME_BAD_REPLY, "reply names another key");
-                return -EBADMSG;
+        if (r >= 0) {
+                index = view.share_index;
+                value_b64 = view.encrypted_share_value;
+                value_b64_size = view.encrypted_share_value_size;
+        } else {
+                o = json_tokener_parse((const char *) response->body);
+                if (!o || !json_object_is_type(o, json_type_object) ||
+                    !json_object_object_get_ex(o, "share_index", &index_v) ||
+                    !json_object_object_get_ex(o, "encryption_key_allocation", &alloc_v) ||
+                    !json_object_object_get_ex(o, "encrypted_share_value", &value_v) ||
+                    !json_object_is_type(index_v, json_type_int) ||
+                    !json_object_is_type(value_v, json_type_string)) {
+                        exchange_set_outcome(x, HUB_OUTCOME_BAD_REPLY, "malformed share reply");
+                        return -EBADMSG;
+                }
+                /* A hub that also names the key must name this one (C6). */
+                if (json_object_object_get_ex(o, "key_id", &key_id_v) &&
+                    (!json_object_is_type(key_id_v, json_type_string) ||
+                     uuid_from_string(json_object_get_string(key_id_v), &key_id) < 0 ||
+                     !uuid_equal(&key_id, &x->op->key_id))) {
+                        exchange_set_outcome(x, HUB_OUTCOME_BAD_REPLY, "reply names another key");
+                        return -EBADMSG;
+                }
+                index = json_object_get_int64(index_v);
+                value_b64 = json_object_get_string(value_v);
+                value_b64_size = (size_t) json_object_get_string_len(value_v);
         }
         /* R16: hub i carries share i. */
-        index = json_object_get_int64(index_v);
         if (index != (int64_t) x->hub->index) {
                 exchange_set_outcome(x, HUB_OUTCOME_BAD_REPLY, "share index %lld, expected %u",
                                      (long long) index, x->hub->index);
                 return -EBADMSG;
         }
-        r = base64_decode(json_object_get_string(value_v), (size_t) json_object_get_string_len(value_v),
-                          &encrypted, &size);
+        r = base64_decode(value_b64, value_b64_size, &encrypted, &size);
         if (r < 0) {
                 exchange_set_outcome(x, HUB_OUTCOME_BAD_REPLY, "share is not base64");
                 return -EBADMSG;
@@ -588,11 +583,16 @@ static int exchange_take_share(HubExchange *x, const HttpResponse *response) {
                 exchange_set_outcome(x, HUB_OUTCOME_BAD_REPLY, "share of %zu bytes", size);
                 return -EBADMSG;
         }
-        r = allocation_from_json(alloc_v, &a);
-        if (r < 0) {
-                erase_and_free(encrypted, size);
-                exchange_set_outcome(x, HUB_OUTCOME_BAD_REPLY, "malformed encryption_key_allocation");
-                return -EBADMSG;
+        if (view.encryption_key)
+                a = TAKE_PTR(view.encryption_key);
+        else {
+                r = allocation_from_json(alloc_v, &a);
+                if (r < 0) {
+                        erase_and_free(encrypted, size);
+                        exchange_set_outcome(x, HUB_OUTCOME_BAD_REPLY,
+                                             "malformed encryption_key_allocation");
+                        return -EBADMSG;
+                }
         }
         /* C3: the pad must be exactly as long as the share. */
         r = pool_take(x->hub->peer_pool, a, size, NULL);

@@ -17,6 +17,7 @@
 #include "psrd-metadata.h"
 #include "secret.h"
 #include "shamir.h"
+#include "share-msg.h"
 
 #define PURPOSE_MESSAGE_SIGNING_KEY  "message-signing-key"
 #define PURPOSE_SHARE_ENCRYPTION_KEY "share-encryption-key"
@@ -482,17 +483,24 @@ static int allocate_response_mac(KeyShareContext *ctx, HttpRequest *req) {
 
 /* Signs body with the response MAC key and replies 200. */
 static int reply_signed(KeyShareContext *ctx, HttpRequest *req, const char *body, size_t size) {
-        _cleanup_free_ char *header = NULL;
+        _cleanup_free_ char *allocated = NULL;
         uint8_t mac[DSKE_MAC_SIZE];
+        char buf[512], *header = buf;
+        size_t n;
         int r;
 
         r = dske_mac(ctx->response_mac->data, ctx->response_mac->size, NULL, 0, body, size, mac);
         if (r < 0)
                 return r;
-        r = signature_header_format(ctx->response_mac, mac, &header);
-        explicit_bzero(mac, sizeof(mac));
-        if (r < 0)
-                return r;
+
+        /* A MAC key of one or two fragments, the usual case, fits on the stack. */
+        n = signature_header_length(ctx->response_mac);
+        if (n >= sizeof(buf)) {
+                header = allocated = malloc(n + 1);
+                if (!header)
+                        return -ENOMEM;
+        }
+        *signature_header_write(ctx->response_mac, mac, header) = '\0';
 
         r = http_request_add_header(req, DSKE_SIGNATURE_HEADER, header);
         if (r < 0)
@@ -500,31 +508,25 @@ static int reply_signed(KeyShareContext *ctx, HttpRequest *req, const char *body
         return http_request_reply(req, 200, "application/json", body, size);
 }
 
-static int route_post_share(Manager *m, HttpRequest *req) {
-        _cleanup_(key_share_context_done) KeyShareContext ctx = {};
-        _cleanup_json_ json_object *body = NULL;
-        _cleanup_(allocation_freep) Allocation *share_key = NULL;
-        _cleanup_(share_freep) Share *share = NULL;
-        _cleanup_secret_ Secret value = {};
-        json_object *j_client, *j_master, *j_slave, *j_key_id, *j_index, *j_alloc, *j_value;
-        const char *master_sae_id, *slave_sae_id, *key_id_str, *value_b64;
+/* The POST key-share fields, from the fast reader or from json-c. */
+typedef struct PostShareFields {
+        SharePostView view; /* filled by share_post_parse() */
+        json_object *body;  /* or this, when the body had another form */
+        const char *master_client_name, *master_sae_id, *slave_sae_id, *user_key_id;
         int64_t share_index;
-        Share *existing;
-        Uuid key_id;
-        size_t bad = 0;
-        int r;
+        json_object *allocation;
+        const char *encrypted_share_value;
+        size_t encrypted_share_value_size;
+} PostShareFields;
 
-        if (check_query(req, (const char *const[]){NULL}))
-                return 0;
+static void post_share_fields_done(PostShareFields *f) {
+        share_post_view_done(&f->view);
+        json_object_putp(&f->body);
+}
 
-        /* The shape is checked first so that a malformed request costs no PSRD at all; nothing in
-         * it is believed until the MAC has been verified. */
-        r = parse_json_body(m, req, &body);
-        if (r == -ENOMEM)
-                return r;
-        if (r < 0 || !json_object_is_type(body, json_type_object))
-                return reply_bad_body(req, NULL, "not a JSON object");
-
+/* Reads the body, in the usual compact form without json-c. Returns 0, 1 after replying, or a
+ * negative errno. */
+static int post_share_fields_read(Manager *m, HttpRequest *req, PostShareFields *f) {
         static const struct {
                 const char *name;
                 json_type type;
@@ -538,28 +540,83 @@ static int route_post_share(Manager *m, HttpRequest *req) {
                 {"encrypted_share_value", json_type_string},
         };
         json_object *values[ELEMENTSOF(fields)];
-        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
-                values[i] = member(body, fields[i].name, fields[i].type);
-                if (!values[i])
-                        return reply_bad_body(req, fields[i].name, "missing or of the wrong type");
-        }
-        j_client = values[0];
-        j_master = values[1];
-        j_slave = values[2];
-        j_key_id = values[3];
-        j_index = values[4];
-        j_alloc = values[5];
-        j_value = values[6];
+        const uint8_t *body;
+        size_t size;
+        int r;
 
-        ctx.client = manager_find_client(m, json_object_get_string(j_client));
+        body = http_request_body(req, &size);
+        if (size > 0 && size <= INT32_MAX) {
+                r = share_post_parse(body, size, &f->view);
+                if (r == -ENOMEM)
+                        return r;
+                if (r >= 0) {
+                        f->master_client_name = f->view.master_client_name;
+                        f->master_sae_id = f->view.master_sae_id;
+                        f->slave_sae_id = f->view.slave_sae_id;
+                        f->user_key_id = f->view.user_key_id;
+                        f->share_index = f->view.share_index;
+                        f->encrypted_share_value = f->view.encrypted_share_value;
+                        f->encrypted_share_value_size = f->view.encrypted_share_value_size;
+                        return 0;
+                }
+        }
+
+        r = parse_json_body(m, req, &f->body);
+        if (r == -ENOMEM)
+                return r;
+        if (r < 0 || !json_object_is_type(f->body, json_type_object)) {
+                (void) reply_bad_body(req, NULL, "not a JSON object");
+                return 1;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
+                values[i] = member(f->body, fields[i].name, fields[i].type);
+                if (!values[i]) {
+                        (void) reply_bad_body(req, fields[i].name, "missing or of the wrong type");
+                        return 1;
+                }
+        }
+        f->master_client_name = json_object_get_string(values[0]);
+        f->master_sae_id = json_object_get_string(values[1]);
+        f->slave_sae_id = json_object_get_string(values[2]);
+        f->user_key_id = json_object_get_string(values[3]);
+        f->share_index = json_object_get_int64(values[4]);
+        f->allocation = values[5];
+        f->encrypted_share_value = json_object_get_string(values[6]);
+        f->encrypted_share_value_size = (size_t) json_object_get_string_len(values[6]);
+        return 0;
+}
+
+static int route_post_share(Manager *m, HttpRequest *req) {
+        _cleanup_(key_share_context_done) KeyShareContext ctx = {};
+        _cleanup_(post_share_fields_done) PostShareFields fields = {};
+        _cleanup_(allocation_freep) Allocation *share_key = NULL;
+        _cleanup_(share_freep) Share *share = NULL;
+        _cleanup_secret_ Secret value = {};
+        const char *master_sae_id, *slave_sae_id, *key_id_str;
+        int64_t share_index;
+        Share *existing;
+        Uuid key_id;
+        size_t bad = 0;
+        int r;
+
+        if (check_query(req, (const char *const[]){NULL}))
+                return 0;
+
+        /* The shape is checked first so that a malformed request costs no PSRD at all; nothing in
+         * it is believed until the MAC has been verified. */
+        r = post_share_fields_read(m, req, &fields);
+        if (r != 0)
+                return r < 0 ? r : 0;
+
+        ctx.client = manager_find_client(m, fields.master_client_name);
         if (!ctx.client)
-                return reply_client_not_registered(req, json_object_get_string(j_client));
+                return reply_client_not_registered(req, fields.master_client_name);
 
         r = verify_request(&ctx, req);
         if (r != 0)
                 return r < 0 ? r : 0;
 
-        master_sae_id = json_object_get_string(j_master);
+        master_sae_id = fields.master_sae_id;
         if (!peer_client_has_encryptor(ctx.client, master_sae_id))
                 return http_request_reply_error(
                         req, 400,
@@ -567,17 +624,17 @@ static int route_post_share(Manager *m, HttpRequest *req) {
                                     "encryptor_name", json_object_new_string(master_sae_id)),
                         "Encryptor is not registered for client.");
 
-        slave_sae_id = json_object_get_string(j_slave);
+        slave_sae_id = fields.slave_sae_id;
         if (!name_is_valid(slave_sae_id))
                 return reply_bad_body(req, "slave_sae_id", "not a valid name");
 
-        key_id_str = json_object_get_string(j_key_id);
+        key_id_str = fields.user_key_id;
         if (uuid_from_string(key_id_str, &key_id) < 0)
                 return http_request_reply_error(req, 400,
                                                 details_new("key_id", json_object_new_string(key_id_str)),
                                                 "Invalid key ID.");
 
-        share_index = json_object_get_int64(j_index);
+        share_index = fields.share_index;
         if (share_index < 0 || share_index >= (int64_t) SHAMIR_SHARES_MAX)
                 return http_request_reply_error(
                         req, 400,
@@ -586,19 +643,23 @@ static int route_post_share(Manager *m, HttpRequest *req) {
                                     json_object_new_int(SHAMIR_SHARES_MAX - 1)),
                         "Invalid share index.");
 
-        r = allocation_from_json(j_alloc, &share_key);
-        if (r == -ENOMEM)
-                return r;
-        if (r < 0)
-                return http_request_reply_error(
-                        req, 400,
-                        details_new("encoded_fragment",
-                                    json_object_new_string(
-                                            json_object_to_json_string_ext(j_alloc, JSON_C_TO_STRING_DSKE))),
-                        "Invalid encoded fragment.");
+        if (fields.view.encryption_key)
+                share_key = TAKE_PTR(fields.view.encryption_key);
+        else {
+                r = allocation_from_json(fields.allocation, &share_key);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0)
+                        return http_request_reply_error(
+                                req, 400,
+                                details_new("encoded_fragment",
+                                            json_object_new_string(json_object_to_json_string_ext(
+                                                    fields.allocation, JSON_C_TO_STRING_DSKE))),
+                                "Invalid encoded fragment.");
+        }
 
-        value_b64 = json_object_get_string(j_value);
-        r = base64_decode(value_b64, (size_t) json_object_get_string_len(j_value), &value.data, &value.size);
+        r = base64_decode(fields.encrypted_share_value, fields.encrypted_share_value_size, &value.data,
+                          &value.size);
         if (r == -ENOMEM)
                 return r;
         if (r < 0)
@@ -676,12 +737,9 @@ static int route_post_share(Manager *m, HttpRequest *req) {
 
 static int route_get_share(Manager *m, HttpRequest *req) {
         _cleanup_(key_share_context_done) KeyShareContext ctx = {};
-        _cleanup_json_ json_object *reply = NULL;
-        _cleanup_free_ char *cipher_b64 = NULL;
-        _cleanup_secret_ Secret cipher = {};
-        const char *client_name, *master_sae_id, *slave_sae_id, *key_id_str, *s;
+        _cleanup_free_ char *body = NULL;
+        const char *client_name, *master_sae_id, *slave_sae_id, *key_id_str;
         char key_id_buf[UUID_STRING_MAX];
-        json_object *alloc;
         Share *share;
         Uuid key_id;
         size_t size;
@@ -748,31 +806,12 @@ static int route_get_share(Manager *m, HttpRequest *req) {
         if (r != 0)
                 return r < 0 ? r : 0;
 
-        cipher.data = secret_alloc(share->size);
-        if (!cipher.data)
-                return -ENOMEM;
-        cipher.size = share->size;
-        for (size_t i = 0; i < share->size; i++)
-                cipher.data[i] = share->value[i] ^ ctx.share_key->data[i];
-        r = base64_encode(cipher.data, cipher.size, &cipher_b64);
+        r = share_reply_format(share->share_index, ctx.share_key, share->value, share->size, &body, &size);
         if (r < 0)
                 return r;
 
-        reply = json_object_new_object();
-        alloc = allocation_to_json(ctx.share_key);
-        if (!reply || !alloc ||
-            json_object_object_add(reply, "share_index", json_object_new_int((int) share->share_index)) <
-                    0 ||
-            json_object_object_add(reply, "encryption_key_allocation", alloc) < 0 ||
-            json_object_object_add(reply, "encrypted_share_value", json_object_new_string(cipher_b64)) < 0)
-                return -ENOMEM;
-
-        s = json_object_to_json_string_length(reply, JSON_C_TO_STRING_DSKE, &size);
-        if (!s)
-                return -ENOMEM;
-
         ctx.committed = true;
-        r = reply_signed(&ctx, req, s, size);
+        r = reply_signed(&ctx, req, body, size);
         if (r < 0) {
                 /* Nothing left the process: the share stays for a retry. */
                 ctx.committed = false;

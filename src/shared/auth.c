@@ -55,23 +55,27 @@ int dske_mac_verify(const uint8_t *key, size_t key_size, const void *query, size
         return ok ? 0 : -EBADMSG;
 }
 
+size_t signature_header_length(const Allocation *a) {
+        return allocation_string_length(a) + 1 + base64_encoded_length(DSKE_MAC_SIZE);
+}
+
+char *signature_header_write(const Allocation *a, const uint8_t mac[static DSKE_MAC_SIZE], char *p) {
+        p = allocation_string_write(a, p);
+        *p++ = '%';
+        return base64_encode_into(mac, DSKE_MAC_SIZE, p);
+}
+
 int signature_header_format(const Allocation *a, const uint8_t mac[static DSKE_MAC_SIZE], char **ret) {
-        _cleanup_free_ char *alloc = NULL, *b64 = NULL;
-        char *s;
-        int r;
+        char *s, *e;
 
         if (!a || !ret || a->n_fragments == 0 || a->size != DSKE_MAC_KEY_SIZE)
                 return -EINVAL;
 
-        r = allocation_to_string(a, &alloc);
-        if (r < 0)
-                return r;
-        r = base64_encode(mac, DSKE_MAC_SIZE, &b64);
-        if (r < 0)
-                return r;
-
-        if (asprintf(&s, "%s%%%s", alloc, b64) < 0)
+        s = malloc(signature_header_length(a) + 1);
+        if (!s)
                 return -ENOMEM;
+        e = signature_header_write(a, mac, s);
+        *e = '\0';
 
         *ret = s;
         return 0;
@@ -95,9 +99,9 @@ static bool fragments_overlap(const Allocation *a) {
 int signature_header_parse(const char *s, Allocation **ret_allocation,
                            uint8_t ret_mac[static DSKE_MAC_SIZE]) {
         _cleanup_(allocation_freep) Allocation *a = NULL;
-        _cleanup_secret_ Secret mac = {};
+        uint8_t mac[DSKE_MAC_SIZE];
         const char *sep, *b64;
-        size_t n;
+        size_t n, b64_size, mac_size;
         int r;
 
         if (!s || !ret_allocation)
@@ -113,12 +117,11 @@ int signature_header_parse(const char *s, Allocation **ret_allocation,
                 return -EBADMSG;
 
         b64 = sep + 1;
-        if (strlen(b64) != base64_encoded_length(DSKE_MAC_SIZE))
+        b64_size = strlen(b64);
+        if (b64_size != base64_encoded_length(DSKE_MAC_SIZE))
                 return -EBADMSG;
-        r = base64_decode(b64, strlen(b64), &mac.data, &mac.size);
-        if (r == -ENOMEM)
-                return r;
-        if (r < 0 || mac.size != DSKE_MAC_SIZE)
+        r = base64_decode_into(b64, b64_size, mac, sizeof(mac), &mac_size);
+        if (r < 0 || mac_size != DSKE_MAC_SIZE)
                 return -EBADMSG;
 
         r = allocation_from_string(s, n, &a);
@@ -133,7 +136,7 @@ int signature_header_parse(const char *s, Allocation **ret_allocation,
         if (fragments_overlap(a))
                 return -EBADMSG;
 
-        memcpy(ret_mac, mac.data, DSKE_MAC_SIZE);
+        memcpy(ret_mac, mac, DSKE_MAC_SIZE);
         *ret_allocation = TAKE_PTR(a);
         return 0;
 }

@@ -30,6 +30,11 @@ int dske_mac(const uint8_t *key, size_t key_size, const void *query, size_t quer
 int dske_mac_verify(const uint8_t *key, size_t key_size, const void *query, size_t query_size,
                     const void *body, size_t body_size, const uint8_t mac[static DSKE_MAC_SIZE]);
 
+/* The exact length of the header value for allocation a, and a writer of it at p (no NUL) that
+ * returns the end; a must be a DSKE_MAC_KEY_SIZE allocation. */
+size_t signature_header_length(const Allocation *a);
+char *signature_header_write(const Allocation *a, const uint8_t mac[static DSKE_MAC_SIZE], char *p);
+
 /* Formats the header value "<allocation>%<b64(mac)>". Returns 0, -EINVAL (an allocation that is
  * not DSKE_MAC_KEY_SIZE bytes), -ENOMEM. */
 int signature_header_format(const Allocation *a, const uint8_t mac[static DSKE_MAC_SIZE], char **ret);

@@ -28,12 +28,17 @@ int base64_encode(const void *p, size_t n, char **ret) {
         if (!s)
                 return -ENOMEM;
 
-        if (n > 0)
-                base64_encode_raw(s, n, p);
+        base64_encode_into(p, n, s);
         s[l] = '\0';
 
         *ret = s;
         return 0;
+}
+
+char *base64_encode_into(const void *p, size_t n, char *buf) {
+        if (n > 0)
+                base64_encode_raw(buf, n, p);
+        return buf + base64_encoded_length(n);
 }
 
 /* The 6-bit value of c in the standard alphabet, or -1. */
@@ -51,9 +56,9 @@ static int base64_char_value(char c) {
         return -1;
 }
 
-/* nettle's decoder skips whitespace and does not insist on canonical padding bits, so the text is
- * checked here first: only the alphabet, padding only at the end and only as much as the group
- * needs, and the bits the padding discards must be zero (one encoding per byte string). */
+/* Strict, unlike most decoders (which skip whitespace and ignore the padding bits): only the alphabet,
+ * padding only at the end and only as much as the group needs, and the bits the padding discards must be
+ * zero (one encoding per byte string). */
 static int base64_validate(const char *s, size_t len, size_t *ret_size) {
         size_t n_pad = 0;
 
@@ -89,8 +94,36 @@ static int base64_validate(const char *s, size_t len, size_t *ret_size) {
         return 0;
 }
 
+int base64_decode_into(const char *s, size_t len, uint8_t *buf, size_t buf_size, size_t *ret_size) {
+        uint32_t acc = 0;
+        size_t expected, n = 0, bits = 0;
+        int r;
+
+        if (!ret_size || (!s && len > 0) || (!buf && buf_size > 0))
+                return -EINVAL;
+
+        r = base64_validate(s, len, &expected);
+        if (r < 0)
+                return r;
+        if (expected > buf_size)
+                return -ENOBUFS;
+
+        /* The text was checked above, so every character before the padding is in the alphabet. */
+        for (size_t i = 0; i < len && s[i] != '='; i++) {
+                acc = (acc << 6 | (uint32_t) base64_char_value(s[i])) & 0xffffff;
+                bits += 6;
+                if (bits >= 8) {
+                        bits -= 8;
+                        buf[n++] = (uint8_t) (acc >> bits);
+                }
+        }
+        explicit_bzero(&acc, sizeof(acc));
+
+        *ret_size = n;
+        return 0;
+}
+
 int base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_size) {
-        struct base64_decode_ctx ctx;
         size_t expected, done;
         uint8_t *buf;
         int r;
@@ -102,20 +135,15 @@ int base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_size) {
         if (r < 0)
                 return r;
 
-        /* nettle wants room for a whole group beyond the exact size it ends up writing. */
-        buf = secret_alloc(expected + 3);
+        buf = secret_alloc(expected);
         if (!buf)
                 return -ENOMEM;
 
-        done = expected;
-        base64_decode_init(&ctx);
-        if (len > 0 && (!base64_decode_update(&ctx, &done, buf, len, s) || !base64_decode_final(&ctx) ||
-                        done != expected)) {
-                explicit_bzero(&ctx, sizeof(ctx));
-                erase_and_free(buf, expected + 3);
-                return -EINVAL;
+        r = base64_decode_into(s, len, buf, expected, &done);
+        if (r < 0 || done != expected) {
+                erase_and_free(buf, expected);
+                return r < 0 ? r : -EINVAL;
         }
-        explicit_bzero(&ctx, sizeof(ctx));
 
         *ret = buf;
         *ret_size = expected;

@@ -18,10 +18,18 @@ int base64_encode(const void *p, size_t n, char **ret);
 /* Length of the encoding of n bytes, without the NUL. */
 size_t base64_encoded_length(size_t n);
 
+/* Writes the base64_encoded_length(n) characters of the encoding at buf (no NUL) and returns the
+ * end. */
+char *base64_encode_into(const void *p, size_t n, char *buf);
+
 /* Decodes strictly: only the standard alphabet, padding exactly as RFC 4648 requires, no
  * whitespace, length a multiple of 4. *ret is allocated with secret_alloc() (the caller wipes it
  * with erase_and_free(*ret, *ret_size)). Returns 0, -EINVAL for malformed input, -ENOMEM. */
 int base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_size);
+/* The same into buf of buf_size bytes, which the caller owns (and wipes when it holds secrets).
+ * Returns 0, -EINVAL for malformed input, -ENOBUFS when the bytes do not fit; buf is untouched
+ * on failure. */
+int base64_decode_into(const char *s, size_t len, uint8_t *buf, size_t buf_size, size_t *ret_size);
 
 /* A fresh random (version 4) UUID. */
 int uuid_random(Uuid *ret);

@@ -7,36 +7,110 @@
 #include "json-util.h"
 #include "psrd-metadata.h"
 
-/* "<36>:<start>:<size>": at most 36 + 1 + 20 + 1 + 20 characters, and a comma. */
-#define FRAGMENT_STRING_MAX (UUID_STRING_MAX + 2 * 21 + 1)
+#define STRLEN(s) (sizeof("" s "") - 1)
+
+static size_t decimal_length(size_t v) {
+        size_t n = 1;
+
+        while (v >= 10) {
+                v /= 10;
+                n++;
+        }
+        return n;
+}
+
+static char *decimal_write(char *p, size_t v) {
+        size_t n = decimal_length(v);
+
+        for (size_t i = n; i > 0; i--) {
+                p[i - 1] = (char) ('0' + v % 10);
+                v /= 10;
+        }
+        return p + n;
+}
+
+static char *uuid_write(char *p, const Uuid *u) {
+        char buf[UUID_STRING_MAX];
+
+        memcpy(p, uuid_to_string(u, buf), UUID_STRING_MAX - 1);
+        return p + UUID_STRING_MAX - 1;
+}
+
+size_t allocation_string_length(const Allocation *a) {
+        size_t n = 0;
+
+        for (size_t i = 0; i < a->n_fragments; i++)
+                n += (i > 0) + UUID_STRING_MAX - 1 + 1 + decimal_length(a->fragments[i].start) + 1 +
+                     decimal_length(a->fragments[i].size);
+        return n;
+}
+
+char *allocation_string_write(const Allocation *a, char *p) {
+        for (size_t i = 0; i < a->n_fragments; i++) {
+                const Fragment *f = &a->fragments[i];
+
+                if (i > 0)
+                        *p++ = ',';
+                p = uuid_write(p, &f->block_uuid);
+                *p++ = ':';
+                p = decimal_write(p, f->start);
+                *p++ = ':';
+                p = decimal_write(p, f->size);
+        }
+        return p;
+}
 
 int allocation_to_string(const Allocation *a, char **ret) {
-        _cleanup_free_ char *s = NULL;
-        size_t l = 0, n;
+        char *s, *e;
 
         if (!a || !ret || a->n_fragments == 0)
                 return -EINVAL;
 
-        if (!size_mul(a->n_fragments, FRAGMENT_STRING_MAX, &n))
-                return -ENOMEM;
-        s = malloc(n);
+        s = malloc(allocation_string_length(a) + 1);
         if (!s)
                 return -ENOMEM;
+        e = allocation_string_write(a, s);
+        *e = '\0';
 
+        *ret = s;
+        return 0;
+}
+
+#define JSON_FRAGMENTS_HEAD "{\"fragments\":["
+#define JSON_FRAGMENTS_TAIL "]}"
+#define JSON_UUID_HEAD      "{\"block_uuid\":\""
+#define JSON_START_HEAD     "\",\"start\":"
+#define JSON_SIZE_HEAD      ",\"size\":"
+#define JSON_FRAGMENT_TAIL  "}"
+
+size_t allocation_json_length(const Allocation *a) {
+        size_t n = STRLEN(JSON_FRAGMENTS_HEAD) + STRLEN(JSON_FRAGMENTS_TAIL);
+
+        for (size_t i = 0; i < a->n_fragments; i++)
+                n += (i > 0) + STRLEN(JSON_UUID_HEAD) + UUID_STRING_MAX - 1 + STRLEN(JSON_START_HEAD) +
+                     decimal_length(a->fragments[i].start) + STRLEN(JSON_SIZE_HEAD) +
+                     decimal_length(a->fragments[i].size) + STRLEN(JSON_FRAGMENT_TAIL);
+        return n;
+}
+
+#define APPEND_LITERAL(p, lit) (memcpy((p), (lit), STRLEN(lit)), (p) + STRLEN(lit))
+
+char *allocation_json_write(const Allocation *a, char *p) {
+        p = APPEND_LITERAL(p, JSON_FRAGMENTS_HEAD);
         for (size_t i = 0; i < a->n_fragments; i++) {
                 const Fragment *f = &a->fragments[i];
-                char buf[UUID_STRING_MAX];
-                int k;
 
-                k = snprintf(s + l, n - l, "%s%s:%zu:%zu", i > 0 ? "," : "",
-                             uuid_to_string(&f->block_uuid, buf), f->start, f->size);
-                if (k < 0 || (size_t) k >= n - l)
-                        return -EIO;
-                l += (size_t) k;
+                if (i > 0)
+                        *p++ = ',';
+                p = APPEND_LITERAL(p, JSON_UUID_HEAD);
+                p = uuid_write(p, &f->block_uuid);
+                p = APPEND_LITERAL(p, JSON_START_HEAD);
+                p = decimal_write(p, f->start);
+                p = APPEND_LITERAL(p, JSON_SIZE_HEAD);
+                p = decimal_write(p, f->size);
+                p = APPEND_LITERAL(p, JSON_FRAGMENT_TAIL);
         }
-
-        *ret = TAKE_PTR(s);
-        return 0;
+        return APPEND_LITERAL(p, JSON_FRAGMENTS_TAIL);
 }
 
 /* Parses one "<uuid>:<start>:<size>" of n bytes. */

@@ -19,6 +19,15 @@ int allocation_to_string(const Allocation *a, char **ret);
  * (malformed), -E2BIG (too many fragments), -ENOMEM. Fragments are not checked for overlap. */
 int allocation_from_string(const char *s, size_t n, Allocation **ret);
 
+/* The exact length of the string form, and a writer of it at p (no NUL) that returns the end.
+ * For headers and bodies built in place; a must have at least one fragment. */
+size_t allocation_string_length(const Allocation *a);
+char *allocation_string_write(const Allocation *a, char *p);
+
+/* The same for the JSON form, byte for byte what allocation_to_json() serialises to. */
+size_t allocation_json_length(const Allocation *a);
+char *allocation_json_write(const Allocation *a, char *p);
+
 /* Returns a new {"fragments":[...]} object in the reference's field order, or NULL on OOM. */
 json_object *allocation_to_json(const Allocation *a);
 /* Parses the object form. Unknown members are rejected. Returns as allocation_from_string(). */
