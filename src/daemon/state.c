@@ -34,6 +34,7 @@
 #define BLOCK_SUFFIX      ".blk"
 #define TMP_SUFFIX        ".tmp"
 #define NEW_SUFFIX        ".new" /* a new block's file until it is synced: as long as BLOCK_SUFFIX */
+#define DEL_SUFFIX        ".del" /* a removed block's file until the I/O thread deletes it */
 
 #define JOURNAL_MAGIC "DSKEJNL1"
 #define RECORDS_MAGIC "DSKEREC1"
@@ -470,8 +471,9 @@ static void block_header_build(const StateBlock *sb, uint8_t h[BLOCK_HEADER_SIZE
  * jobs run in order and a checkpoint syncs the journal it replaces, so that only grows. */
 
 typedef enum StateJobType {
-        JOB_SYNC,        /* fdatasync the journal */
-        JOB_WRITE_BLOCK, /* sync a new block's file and give it its name */
+        JOB_SYNC,
+        /* fdatasync the journal */ JOB_WRITE_BLOCK, /* sync a new block's file and give it its name */
+        JOB_UNLINK,                                  /* delete a removed block's file */
         JOB_CHECKPOINT,
 } StateJobType;
 
@@ -484,8 +486,9 @@ typedef struct StateJob {
         int old_journal_fd; /* JOB_CHECKPOINT: the journal it replaces */
         FileCopy *files;    /* JOB_WRITE_BLOCK (one), JOB_CHECKPOINT */
         size_t n_files;
-        SecretBuffer records;  /* JOB_CHECKPOINT: the snapshot */
-        char failed[PATH_MAX]; /* what could not be written */
+        SecretBuffer records;                            /* JOB_CHECKPOINT: the snapshot */
+        char name[UUID_STRING_MAX + sizeof(DEL_SUFFIX)]; /* JOB_UNLINK */
+        char failed[PATH_MAX];                           /* what could not be written */
 } StateJob;
 
 static void file_copy_detach(FileCopy *f) {
@@ -646,16 +649,31 @@ static int job_checkpoint(StateJob *j) {
 
 static int state_job_run(IoJob *io) {
         StateJob *j = (StateJob *) io;
+        int r = -EINVAL;
 
         switch (j->type) {
         case JOB_SYNC:
-                return fdatasync(j->journal_fd) < 0 ? job_fail(j, -errno, "", JOURNAL_FILE) : 0;
+                r = fdatasync(j->journal_fd) < 0 ? job_fail(j, -errno, "", JOURNAL_FILE) : 0;
+                break;
         case JOB_WRITE_BLOCK:
-                return job_write_block(j);
+                r = job_write_block(j);
+                break;
+        case JOB_UNLINK:
+                r = unlinkat(j->dir->psrd_fd, j->name, 0) < 0 && errno != ENOENT
+                            ? job_fail(j, -errno, PSRD_DIR, j->name)
+                            : 0;
+                break;
         case JOB_CHECKPOINT:
-                return job_checkpoint(j);
+                r = job_checkpoint(j);
+                break;
         }
-        return -EINVAL;
+
+        /* Closing may take long too: the last reference to a replaced journal frees its blocks. */
+        j->journal_fd = safe_close(j->journal_fd);
+        j->old_journal_fd = safe_close(j->old_journal_fd);
+        for (size_t i = 0; i < j->n_files; i++)
+                j->files[i].fd = safe_close(j->files[i].fd);
+        return r;
 }
 
 static void state_failed(StateDir *d, int error) {
@@ -699,7 +717,9 @@ static void state_job_done(IoJob *io, int r) {
                 d->sync_running = false;
         if (j->type == JOB_CHECKPOINT)
                 d->checkpoint_running = false;
-        if (r < 0) {
+        if (r < 0 && j->type == JOB_UNLINK)
+                log_warning_errno(r, "Failed to remove %s/%s: %m", d->path, j->failed);
+        else if (r < 0) {
                 log_error_errno(r, "Failed to write %s/%s: %m", d->path, j->failed);
                 state_failed(d, r);
         } else
@@ -817,24 +837,40 @@ static int state_block_write_new(StateBlock *sb) {
         return 0;
 }
 
-/* Removes a block's file (under either name) at once, and cancels writes of it still queued. */
+/* Removes a block's file (under either name) at once, and cancels writes of it still queued. The
+ * file is renamed here and deleted by the I/O thread: freeing its blocks takes a while. */
 static void state_block_unlink(StateBlock *sb) {
         StateDir *d = sb->pool->dir;
-        char name[UUID_STRING_MAX + sizeof(BLOCK_SUFFIX)];
+        char name[UUID_STRING_MAX + sizeof(BLOCK_SUFFIX)], gone[sizeof(name)];
+        StateJob *j;
+        int r = 0;
 
         d->changed = true; /* psrd/ is synced at the next checkpoint */
         block_file_name(sb->block, name);
+        memcpy(gone, name, sizeof(gone));
+        memcpy(gone + strlen(gone) - strlen(BLOCK_SUFFIX), DEL_SUFFIX, strlen(DEL_SUFFIX));
         pthread_mutex_lock(&d->files_lock);
         for (size_t i = 0; i < ELEMENTSOF(sb->copies); i++)
                 if (sb->copies[i])
                         sb->copies[i]->cancelled = true;
-        memcpy(name + strlen(name) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
-        if (unlinkat(d->psrd_fd, name, 0) < 0 && errno != ENOENT)
-                log_warning_errno(-errno, "Failed to remove %s/" PSRD_DIR "/%s: %m", d->path, name);
-        block_file_name(sb->block, name);
-        if (unlinkat(d->psrd_fd, name, 0) < 0 && errno != ENOENT)
-                log_warning_errno(-errno, "Failed to remove %s/" PSRD_DIR "/%s: %m", d->path, name);
+        if (renameat(d->psrd_fd, name, d->psrd_fd, gone) < 0) {
+                memcpy(name + strlen(name) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
+                if (errno != ENOENT || (renameat(d->psrd_fd, name, d->psrd_fd, gone) < 0 && errno != ENOENT))
+                        r = -errno;
+        }
         pthread_mutex_unlock(&d->files_lock);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to remove %s/" PSRD_DIR "/%s: %m", d->path, name);
+                return;
+        }
+
+        j = state_job_new(d, JOB_UNLINK, 0);
+        if (!j) {
+                log_oom(); /* deleted at the next start */
+                return;
+        }
+        memcpy(j->name, gone, sizeof(gone));
+        state_submit(d, j);
 }
 
 static int state_block_attach(StatePool *sp, Block *b, uint64_t seq, StateBlock **ret) {
@@ -1201,8 +1237,10 @@ static int state_load_block_files(StateDir *d, DIR *dir, bool *any) {
 
                 if (n[0] == '.')
                         continue;
-                if (l > strlen(TMP_SUFFIX) && streq(n + l - strlen(TMP_SUFFIX), TMP_SUFFIX)) {
-                        /* A write interrupted by a crash: the file it was to replace is intact. */
+                if ((l > strlen(TMP_SUFFIX) && streq(n + l - strlen(TMP_SUFFIX), TMP_SUFFIX)) ||
+                    (l > strlen(DEL_SUFFIX) && streq(n + l - strlen(DEL_SUFFIX), DEL_SUFFIX))) {
+                        /* A write interrupted by a crash (the file it was to replace is intact), or
+                         * a removed block's file the crash left. */
                         if (!(d->flags & STATE_OPEN_READ_ONLY))
                                 (void) unlinkat(d->psrd_fd, n, 0);
                         continue;

@@ -8,7 +8,8 @@
  *   lock        flock()ed while a process uses the directory
  *   node.json   what changes rarely (registrations, encryptor lists), rewritten whole
  *   psrd/UUID.blk one file per PSRD block: header, data (used bytes zero), used-byte bitmap;
- *               UUID.new while a block that just arrived is not synced yet
+ *               UUID.new while a block that just arrived is not synced yet, UUID.del while a
+ *               removed block's file waits to be deleted
  *   records     snapshot of the daemon's records (the hub's stored shares, the client's keys
  *               awaiting delivery) as of the last checkpoint
  *   journal     what changed since: PSRD ranges taken from a peer's pool and given back,
