@@ -3,10 +3,10 @@
 #include <nettle/base64.h>
 #include <stdlib.h>
 #include <string.h>
-#include <uuid/uuid.h>
 
 #include "codec.h"
 #include "macro.h"
+#include "random.h"
 #include "secret.h"
 
 size_t base64_encoded_length(size_t n) {
@@ -151,13 +151,21 @@ int base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_size) {
 }
 
 int uuid_random(Uuid *ret) {
-        uuid_t u;
+        Uuid u;
+        int r;
 
         if (!ret)
                 return -EINVAL;
 
-        uuid_generate_random(u);
-        memcpy(ret->bytes, u, sizeof(ret->bytes));
+        /* Straight from getrandom(): libuuid's generator also reseeds a userspace PRNG with the
+         * process and thread ids on every call, several system calls per UUID. */
+        r = random_bytes(u.bytes, sizeof(u.bytes));
+        if (r < 0)
+                return r;
+        /* RFC 9562: version 4 in the high nibble of byte 6, variant 10 in the top bits of byte 8. */
+        u.bytes[6] = (u.bytes[6] & 0x0f) | 0x40;
+        u.bytes[8] = (u.bytes[8] & 0x3f) | 0x80;
+        *ret = u;
         return 0;
 }
 

@@ -31,7 +31,7 @@ int base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_size);
  * on failure. */
 int base64_decode_into(const char *s, size_t len, uint8_t *buf, size_t buf_size, size_t *ret_size);
 
-/* A fresh random (version 4) UUID. */
+/* A fresh random (version 4) UUID from the kernel's CSPRNG; returns 0 or a negative errno. */
 int uuid_random(Uuid *ret);
 /* Parses the canonical 8-4-4-4-12 hex form, either case. Returns 0 or -EINVAL. */
 int uuid_from_string(const char *s, Uuid *ret);

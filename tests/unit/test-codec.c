@@ -11,6 +11,7 @@
 #include "codec.h"
 #include "crc32.h"
 #include "macro.h"
+#include "random.h"
 #include "secret.h"
 
 /* RFC 4648 §10. */
@@ -210,6 +211,70 @@ static void test_uuid_random(void **state) {
         assert_true(uuid_equal(&a, &c));
 }
 
+#define N_UUIDS 256
+
+static void test_uuid_random_many(void **state) {
+        static Uuid u[N_UUIDS];
+        unsigned ones[128] = {};
+
+        for (size_t i = 0; i < N_UUIDS; i++) {
+                assert_int_equal(uuid_random(&u[i]), 0);
+                assert_int_equal(u[i].bytes[6] >> 4, 4);
+                assert_int_equal(u[i].bytes[8] >> 6, 2);
+                assert_false(uuid_is_nil(&u[i]));
+                for (size_t j = 0; j < i; j++)
+                        assert_false(uuid_equal(&u[i], &u[j]));
+                for (size_t b = 0; b < 128; b++)
+                        ones[b] += (u[i].bytes[b / 8] >> (7 - b % 8)) & 1;
+        }
+
+        /* The 122 random bits each come out both ways; the six fixed ones never change. */
+        for (size_t b = 0; b < 128; b++) {
+                bool fixed = (b >= 48 && b < 52) || b == 64 || b == 65;
+
+                if (fixed)
+                        assert_true(ones[b] == 0 || ones[b] == N_UUIDS);
+                else {
+                        assert_true(ones[b] > N_UUIDS / 4);
+                        assert_true(ones[b] < N_UUIDS * 3 / 4);
+                }
+        }
+}
+
+static int constant_random(void *p, size_t n, void *userdata) {
+        memset(p, *(const uint8_t *) userdata, n);
+        return 0;
+}
+
+static int failing_random(void *p, size_t n, void *userdata) {
+        return -EIO;
+}
+
+static void test_uuid_random_bits(void **state) {
+        char buf[UUID_STRING_MAX];
+        uint8_t fill;
+        Uuid u, before;
+
+        /* Only the version and variant bits are forced, whatever the random bytes. */
+        fill = 0xff;
+        random_set_hook(constant_random, &fill);
+        assert_int_equal(uuid_random(&u), 0);
+        assert_string_equal(uuid_to_string(&u, buf), "ffffffff-ffff-4fff-bfff-ffffffffffff");
+
+        fill = 0x00;
+        assert_int_equal(uuid_random(&u), 0);
+        assert_string_equal(uuid_to_string(&u, buf), "00000000-0000-4000-8000-000000000000");
+
+        /* A failing source leaves the output alone. */
+        random_set_hook(failing_random, NULL);
+        before = u;
+        assert_int_equal(uuid_random(&u), -EIO);
+        assert_true(uuid_equal(&u, &before));
+        random_set_hook(NULL, NULL);
+
+        assert_int_equal(uuid_random(NULL), -EINVAL);
+}
+
 static void test_name_is_valid(void **state) {
         static const struct {
                 const char *s;
@@ -319,6 +384,8 @@ int main(void) {
                 cmocka_unit_test(test_uuid_parse),
                 cmocka_unit_test(test_uuid_bytes),
                 cmocka_unit_test(test_uuid_random),
+                cmocka_unit_test(test_uuid_random_many),
+                cmocka_unit_test(test_uuid_random_bits),
                 cmocka_unit_test(test_name_is_valid),
                 cmocka_unit_test(test_parse_size),
                 cmocka_unit_test(test_parse_size_length),
