@@ -40,7 +40,9 @@ int manager_new(Manager **ret) {
         };
         client_config_init(&m->config);
 
-        r = sd_event_default(&m->event);
+        /* A loop of our own rather than the thread's default one: sd-event checks the thread id of a
+         * default loop with a gettid() system call on every iteration. */
+        r = sd_event_new(&m->event);
         if (r < 0)
                 return r;
         r = key_store_new(m->event, &m->keys);

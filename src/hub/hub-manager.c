@@ -254,7 +254,9 @@ int manager_new(HubConfig *config, Manager **ret) {
         if (!m)
                 return -ENOMEM;
 
-        r = sd_event_default(&m->event);
+        /* A loop of our own rather than the thread's default one: sd-event checks the thread id of a
+         * default loop with a gettid() system call on every iteration. */
+        r = sd_event_new(&m->event);
         if (r < 0)
                 return r;
         r = hub_hashmap_new(&m->clients_by_name);
