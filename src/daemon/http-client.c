@@ -48,7 +48,13 @@ struct HttpCall {
         HttpCallDone done;
         void *userdata;
 
+        /* The request's header lines, linked through nodes of a reused array and copied into a reused
+         * text buffer: no allocation per call once the buffers are big enough. */
         struct curl_slist *request_headers;
+        struct curl_slist *header_nodes;
+        size_t header_nodes_alloc; /* in bytes */
+        char *header_text;
+        size_t header_text_alloc;
         uint8_t *request_body;
         size_t request_body_alloc;
 
@@ -117,7 +123,8 @@ static void call_destroy(HttpCall *call) {
                 return;
         if (call->easy)
                 curl_easy_cleanup(call->easy);
-        curl_slist_free_all(call->request_headers);
+        free(call->header_nodes);
+        free(call->header_text);
         if (call->request_body)
                 explicit_bzero(call->request_body, call->request_body_alloc);
         free(call->request_body);
@@ -155,8 +162,9 @@ static HttpCall *client_call_acquire(HttpClient *c) {
 
 /* A call that is done or cancelled: its easy handle is already out of the multi handle. */
 static void client_call_recycle(HttpClient *c, HttpCall *call) {
-        curl_slist_free_all(call->request_headers);
         call->request_headers = NULL;
+        buffer_drop((void **) &call->header_nodes, &call->header_nodes_alloc, 0);
+        buffer_drop((void **) &call->header_text, &call->header_text_alloc, 0);
         buffer_drop((void **) &call->request_body, &call->request_body_alloc, call->request_body_alloc);
         buffer_drop((void **) &call->body, &call->body_alloc, call->body_size);
         call->body_size = 0;
@@ -634,15 +642,43 @@ static bool headers_have(const char *const *headers, const char *name) {
         return false;
 }
 
-static int call_add_header(HttpCall *call, const char *line) {
-        struct curl_slist *l;
+/* Sets the request header lines: the caller's, then the extra ones. */
+static int call_set_headers(HttpCall *call, const char *const *headers, const char *const *extra) {
+        size_t n_headers = 0, n_extra = 0, text = 0, pos = 0;
+        struct curl_slist *nodes;
+        int k;
 
-        if (strpbrk(line, "\r\n"))
-                return -EINVAL;
-        l = curl_slist_append(call->request_headers, line);
-        if (!l)
-                return -ENOMEM;
-        call->request_headers = l;
+        for (const char *const *h = headers; h && *h; h++, n_headers++) {
+                if (strpbrk(*h, "\r\n"))
+                        return -EINVAL;
+                text += strlen(*h) + 1;
+        }
+        for (const char *const *h = extra; *h; h++, n_extra++)
+                text += strlen(*h) + 1;
+        assert(n_extra > 0);
+
+        /* Both reserved before anything points into them. */
+        k = buffer_reserve((void **) &call->header_nodes, &call->header_nodes_alloc,
+                           (n_headers + n_extra) * sizeof(struct curl_slist));
+        if (k < 0)
+                return k;
+        k = buffer_reserve((void **) &call->header_text, &call->header_text_alloc, text);
+        if (k < 0)
+                return k;
+
+        nodes = call->header_nodes;
+        for (size_t i = 0; i < n_headers + n_extra; i++) {
+                const char *line = i < n_headers ? headers[i] : extra[i - n_headers];
+                size_t l = strlen(line) + 1;
+
+                memcpy(call->header_text + pos, line, l);
+                nodes[i] = (struct curl_slist){
+                        .data = call->header_text + pos,
+                        .next = i + 1 < n_headers + n_extra ? &nodes[i + 1] : NULL,
+                };
+                pos += l;
+        }
+        call->request_headers = nodes;
         return 0;
 }
 
@@ -714,20 +750,15 @@ static int call_setup(HttpCall *call, const HttpCallSpec *spec) {
         } else
                 SETOPT(e, CURLOPT_CUSTOMREQUEST, spec->method);
 
-        for (const char *const *h = spec->headers; h && *h; h++) {
-                k = call_add_header(call, *h);
-                if (k < 0)
-                        return k;
-        }
         /* Waiting for "100 Continue" costs a round trip for no gain with bodies this small. */
-        k = call_add_header(call, "Expect:");
+        if ((has_body || streq(spec->method, "POST")) && !headers_have(spec->headers, "Content-Type"))
+                k = call_set_headers(
+                        call, spec->headers,
+                        (const char *const[]){"Expect:", "Content-Type: application/json", NULL});
+        else
+                k = call_set_headers(call, spec->headers, (const char *const[]){"Expect:", NULL});
         if (k < 0)
                 return k;
-        if ((has_body || streq(spec->method, "POST")) && !headers_have(spec->headers, "Content-Type")) {
-                k = call_add_header(call, "Content-Type: application/json");
-                if (k < 0)
-                        return k;
-        }
         SETOPT(e, CURLOPT_HTTPHEADER, call->request_headers);
         return 0;
 }

@@ -113,6 +113,10 @@ static int reply_echo(HttpRequest *req) {
         json_object_object_add(o, "x_test", v ? json_object_new_string(v) : NULL);
         v = http_request_header(req, "Content-Type");
         json_object_object_add(o, "content_type", v ? json_object_new_string(v) : NULL);
+        v = http_request_header(req, "X-Other");
+        json_object_object_add(o, "x_other", v ? json_object_new_string(v) : NULL);
+        v = http_request_header(req, "Expect");
+        json_object_object_add(o, "expect", v ? json_object_new_string(v) : NULL);
         json_object_object_add(o, "body", json_object_new_string_len((const char *) body, (int) size));
         json_object_object_add(o, "loopback", json_object_new_boolean(http_request_from_loopback(req)));
         assert_int_equal(http_request_add_header(req, "X-Reply", "yes"), 0);
@@ -314,6 +318,59 @@ static void test_get_query(void **state) {
         assert_string_equal(field(o, "raw_query"), "");
         assert_null(field(o, "a"));
         result_done(&r);
+}
+
+/* Calls reuse their handles and header buffers: nothing of one call's headers may reach the next. */
+static void test_request_headers(void **state) {
+        Fixture *f = *state;
+        static const char *const two[] = {"X-Test: one", "X-Other: two", NULL};
+        static const char *const bad[] = {"X-Test: ok", "X-Other: a\r\nX-Injected: b", NULL};
+        char *many[41] = {};
+        _cleanup_json_ json_object *o = NULL;
+        Result r = {};
+
+        for (unsigned round = 0; round < 3; round++) {
+                call(f, "POST", "/echo", two, "{}", 2, 0, &r);
+                assert_int_equal(r.status, 200);
+                o = parse(&r);
+                assert_string_equal(field(o, "x_test"), "one");
+                assert_string_equal(field(o, "x_other"), "two");
+                assert_string_equal(field(o, "content_type"), "application/json");
+                /* A small body goes out at once, without waiting for "100 Continue". */
+                assert_null(field(o, "expect"));
+                json_object_put(TAKE_PTR(o));
+                result_done(&r);
+
+                call(f, "GET", "/echo", NULL, NULL, 0, 0, &r);
+                assert_int_equal(r.status, 200);
+                o = parse(&r);
+                assert_null(field(o, "x_test"));
+                assert_null(field(o, "x_other"));
+                assert_null(field(o, "content_type"));
+                assert_null(field(o, "expect"));
+                json_object_put(TAKE_PTR(o));
+                result_done(&r);
+        }
+
+        /* Header lines cannot smuggle in others. */
+        {
+                HttpCallSpec spec = {.method = "GET", .url = f->base, .headers = bad};
+                assert_int_equal(http_client_call(f->client, &spec, on_done, &r, NULL), -EINVAL);
+                assert_false(r.done);
+        }
+
+        /* More lines than any call before: the buffers grow, the last line still arrives. */
+        for (size_t i = 0; i < ELEMENTSOF(many) - 1; i++)
+                assert_true(asprintf(&many[i], "X-%s: value number %zu",
+                                     i == ELEMENTSOF(many) - 2 ? "Test" : "Filler", i) > 0);
+        call(f, "GET", "/echo", (const char *const *) many, NULL, 0, 0, &r);
+        assert_int_equal(r.status, 200);
+        o = parse(&r);
+        assert_string_equal(field(o, "x_test"), "value number 39");
+        assert_null(field(o, "x_other"));
+        result_done(&r);
+        for (size_t i = 0; i < ELEMENTSOF(many); i++)
+                free(many[i]);
 }
 
 static void test_post_echo(void **state) {
@@ -825,6 +882,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_get_query, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_post_echo, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_request_headers, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_body_too_large, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_reply_later, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_pending_count, setup, teardown),
