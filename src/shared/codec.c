@@ -3,6 +3,7 @@
 #include <nettle/base64.h>
 #include <stdlib.h>
 #include <string.h>
+#include <uuid/uuid.h>
 
 #include "codec.h"
 #include "macro.h"
@@ -169,58 +170,17 @@ int uuid_random(Uuid *ret) {
         return 0;
 }
 
-static int hex_value(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
 int uuid_from_string(const char *s, Uuid *ret) {
-        Uuid u;
-        size_t j = 0;
-
         if (!s || !ret)
                 return -EINVAL;
-
-        for (size_t i = 0; i < 36; i += 2) {
-                int hi, lo;
-
-                if (i == 8 || i == 13 || i == 18 || i == 23) {
-                        if (s[i] != '-')
-                                return -EINVAL;
-                        i++;
-                }
-
-                hi = hex_value(s[i]);
-                if (hi < 0)
-                        return -EINVAL;
-                lo = hex_value(s[i + 1]);
-                if (lo < 0)
-                        return -EINVAL;
-                u.bytes[j++] = (uint8_t) (hi << 4 | lo);
-        }
-        if (s[36] != '\0')
+        /* Exactly 36 characters: hex digits with dashes at 8, 13, 18 and 23; either case. */
+        if (uuid_parse(s, ret->bytes) < 0)
                 return -EINVAL;
-
-        *ret = u;
         return 0;
 }
 
 char *uuid_to_string(const Uuid *u, char buf[static UUID_STRING_MAX]) {
-        static const char hex[] = "0123456789abcdef";
-        char *p = buf;
-
-        for (size_t i = 0; i < sizeof(u->bytes); i++) {
-                if (i == 4 || i == 6 || i == 8 || i == 10)
-                        *p++ = '-';
-                *p++ = hex[u->bytes[i] >> 4];
-                *p++ = hex[u->bytes[i] & 0x0f];
-        }
-        *p = '\0';
+        uuid_unparse_lower(u->bytes, buf);
         return buf;
 }
 
