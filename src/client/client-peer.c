@@ -476,6 +476,8 @@ static int peer_hub_fetch_block(PeerHub *p, PoolOwner owner) {
                                      .method = "GET",
                                      .url = url,
                                      .timeout_ms = (unsigned) (c->oob_timeout_usec / 1000),
+                                     /* The hub keeps the block it answers with. */
+                                     .fresh_connection = true,
                              },
                              on_psrd, p, &p->psrd_call[owner]);
         if (r < 0 && owner == POOL_OWNER_PEER)

@@ -724,6 +724,7 @@ static int call_setup(HttpCall *call, const HttpCallSpec *spec) {
         SETOPT(e, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
         SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long) MIN(timeout_ms, CONNECT_TIMEOUT_MS));
         SETOPT(e, CURLOPT_URL, spec->url);
+        SETOPT(e, CURLOPT_FRESH_CONNECT, spec->fresh_connection ? 1L : 0L);
         /* Back to a plain GET: the previous call may have been anything. */
         SETOPT(e, CURLOPT_CUSTOMREQUEST, (char *) NULL);
         SETOPT(e, CURLOPT_HTTPGET, 1L);

@@ -45,6 +45,10 @@ typedef struct HttpCallSpec {
         const void *body; /* sent as is; copied */
         size_t body_size;
         unsigned timeout_ms; /* whole call; 0 means 5000 */
+        /* Not to be sent twice: goes out on a new connection. libcurl sends a request again, once,
+         * when a kept-alive connection turns out closed before any answer, and the peer may have
+         * acted on the first one (a hub that issued a PSRD block and was killed before answering). */
+        bool fresh_connection;
 } HttpCallSpec;
 
 /* Starts a call. *ret (optional) stays valid until done is called or the call is cancelled. */

@@ -4,7 +4,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 #include <netinet/in.h>
@@ -602,6 +604,107 @@ static void test_connection_refused(void **state) {
         result_done(&r);
 }
 
+/* A server that answers the first request on each connection and closes the connection on the
+ * second without an answer, counting the requests it read: what a peer killed between reading a
+ * request and answering it looks like. */
+typedef struct OneShot {
+        int listen_fd;
+        unsigned requests;
+        struct {
+                int fd;
+                unsigned served;
+                sd_event_source *source;
+        } conns[8];
+        size_t n_conns;
+        sd_event_source *accept_source;
+} OneShot;
+
+static int oneshot_on_data(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        OneShot *o = userdata;
+        char buf[4096];
+        ssize_t n;
+
+        (void) revents;
+        for (size_t i = 0; i < o->n_conns; i++) {
+                if (o->conns[i].fd != fd)
+                        continue;
+                n = read(fd, buf, sizeof(buf));
+                if (n <= 0 || !memmem(buf, (size_t) n, "\r\n\r\n", 4)) {
+                        sd_event_source_set_enabled(s, SD_EVENT_OFF);
+                        return 0;
+                }
+                o->requests++;
+                if (o->conns[i].served++ == 0) {
+                        static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        assert_int_equal(write(fd, reply, strlen(reply)), (ssize_t) strlen(reply));
+                } else {
+                        sd_event_source_set_enabled(s, SD_EVENT_OFF);
+                        shutdown(fd, SHUT_RDWR);
+                }
+        }
+        return 0;
+}
+
+static int oneshot_on_accept(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        OneShot *o = userdata;
+        int c;
+
+        (void) s;
+        (void) revents;
+        c = accept4(fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        assert_true(c >= 0);
+        assert_true(o->n_conns < ELEMENTSOF(o->conns));
+        o->conns[o->n_conns].fd = c;
+        assert_int_equal(sd_event_add_io(sd_event_source_get_event(s), &o->conns[o->n_conns].source, c,
+                                         EPOLLIN, oneshot_on_data, o),
+                         0);
+        o->n_conns++;
+        return 0;
+}
+
+static void oneshot_call(Fixture *f, uint16_t port, bool fresh, long expect_status) {
+        char url[128];
+        HttpCallSpec spec = {.method = "GET", .url = url, .fresh_connection = fresh};
+        Result r = {};
+
+        snprintf(url, sizeof(url), "http://127.0.0.1:%u/psrd", port);
+        assert_int_equal(http_client_call(f->client, &spec, on_done, &r, NULL), 0);
+        assert_true(run_until(f, &r.done, 5 * 1000000));
+        assert_int_equal(r.status, expect_status);
+        result_done(&r);
+}
+
+static void test_fresh_connection(void **state) {
+        Fixture *f = *state;
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(sa);
+        OneShot o = {};
+
+        o.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        assert_true(o.listen_fd >= 0);
+        assert_int_equal(bind(o.listen_fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        assert_int_equal(listen(o.listen_fd, 8), 0);
+        assert_int_equal(getsockname(o.listen_fd, (struct sockaddr *) &sa, &len), 0);
+        assert_int_equal(
+                sd_event_add_io(f->event, &o.accept_source, o.listen_fd, EPOLLIN, oneshot_on_accept, &o), 0);
+
+        oneshot_call(f, ntohs(sa.sin_port), false, 200);
+        assert_int_equal(o.requests, 1);
+        /* On the kept-alive connection, closed unanswered: libcurl sends it again on a new one. */
+        oneshot_call(f, ntohs(sa.sin_port), false, 200);
+        assert_int_equal(o.requests, 3);
+        /* A call that must not go out twice takes a new connection from the start. */
+        oneshot_call(f, ntohs(sa.sin_port), true, 200);
+        assert_int_equal(o.requests, 4);
+
+        for (size_t i = 0; i < o.n_conns; i++) {
+                sd_event_source_disable_unref(o.conns[i].source);
+                close(o.conns[i].fd);
+        }
+        sd_event_source_disable_unref(o.accept_source);
+        close(o.listen_fd);
+}
+
 static void test_timeout(void **state) {
         Fixture *f = *state;
         uint64_t start = now_usec();
@@ -899,6 +1002,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_quiesce, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_orphaned_request, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_listen_fd, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_fresh_connection, setup, teardown),
                 cmocka_unit_test(test_ipv6),
         };
 
