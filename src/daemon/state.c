@@ -80,7 +80,7 @@ typedef struct FileCopy {
         char name[UUID_STRING_MAX + sizeof(BLOCK_SUFFIX)];
         uint8_t *data; /* header, data, bitmap: key material, wiped when freed */
         size_t size;
-        int fd;            /* JOB_WRITE_BLOCK: the file as written under its NEW_SUFFIX name */
+        bool drop_new;     /* the block's NEW_SUFFIX file goes once this one has its name */
         StateBlock *owner; /* event loop only */
         bool cancelled;
 } FileCopy;
@@ -95,6 +95,7 @@ struct StateBlock {
         uint64_t active_pos; /* peer's pool: active once the journal is durable up to here (0: not asked) */
         uint8_t *replayed;   /* while loading: the journal's used bits for this block */
         bool fresh;          /* while loading: read from its NEW_SUFFIX file */
+        bool fresh_file;     /* its file is the NEW_SUFFIX one, not synced: the next checkpoint writes it */
         FileCopy *copies[2]; /* writes of this block queued: its arrival, a checkpoint */
 };
 
@@ -471,9 +472,8 @@ static void block_header_build(const StateBlock *sb, uint8_t h[BLOCK_HEADER_SIZE
  * jobs run in order and a checkpoint syncs the journal it replaces, so that only grows. */
 
 typedef enum StateJobType {
-        JOB_SYNC,
-        /* fdatasync the journal */ JOB_WRITE_BLOCK, /* sync a new block's file and give it its name */
-        JOB_UNLINK,                                  /* delete a removed block's file */
+        JOB_SYNC,   /* fdatasync the journal */
+        JOB_UNLINK, /* delete a removed block's file */
         JOB_CHECKPOINT,
 } StateJobType;
 
@@ -484,7 +484,7 @@ typedef struct StateJob {
         uint64_t pos;       /* the journals are durable up to here once the job is done (0: no claim) */
         int journal_fd;     /* JOB_SYNC, JOB_CHECKPOINT: the journal to sync */
         int old_journal_fd; /* JOB_CHECKPOINT: the journal it replaces */
-        FileCopy *files;    /* JOB_WRITE_BLOCK (one), JOB_CHECKPOINT */
+        FileCopy *files;    /* JOB_CHECKPOINT */
         size_t n_files;
         SecretBuffer records;                            /* JOB_CHECKPOINT: the snapshot */
         char name[UUID_STRING_MAX + sizeof(DEL_SUFFIX)]; /* JOB_UNLINK */
@@ -509,7 +509,6 @@ static StateJob *state_job_free(StateJob *j) {
         safe_close(j->old_journal_fd);
         for (size_t i = 0; i < j->n_files; i++) {
                 file_copy_detach(j->files + i);
-                safe_close(j->files[i].fd);
                 erase_and_free(j->files[i].data, j->files[i].size);
         }
         free(j->files);
@@ -552,6 +551,13 @@ static int job_file_rename(StateJob *j, FileCopy *f, const char *from) {
                 (void) unlinkat(d->psrd_fd, from, 0);
         else if (renameat(d->psrd_fd, from, d->psrd_fd, f->name) < 0)
                 r = -errno;
+        else if (f->drop_new) {
+                char new[sizeof(f->name)];
+
+                memcpy(new, f->name, sizeof(new));
+                memcpy(new + strlen(new) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
+                (void) unlinkat(d->psrd_fd, new, 0);
+        }
         pthread_mutex_unlock(&d->files_lock);
         return r;
 }
@@ -598,24 +604,6 @@ static int job_write_files(StateJob *j) {
         return r;
 }
 
-static int job_write_block(StateJob *j) {
-        StateDir *d = j->dir;
-        FileCopy *f = j->files;
-        char from[sizeof(f->name)];
-        int r;
-
-        memcpy(from, f->name, sizeof(from));
-        memcpy(from + strlen(from) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
-        if (fsync(f->fd) < 0)
-                return job_fail(j, -errno, PSRD_DIR, from);
-        r = job_file_rename(j, f, from);
-        if (r < 0 && r != -ENOENT)
-                return job_fail(j, r, PSRD_DIR, f->name);
-        if (fsync(d->psrd_fd) < 0)
-                return job_fail(j, -errno, "", PSRD_DIR);
-        return 0;
-}
-
 /* The checkpoint's file work. Until the last rename the old snapshot and journal stay valid, with
  * the new journal read after the old one; from it on, the new snapshot and journal. */
 static int job_checkpoint(StateJob *j) {
@@ -655,9 +643,6 @@ static int state_job_run(IoJob *io) {
         case JOB_SYNC:
                 r = fdatasync(j->journal_fd) < 0 ? job_fail(j, -errno, "", JOURNAL_FILE) : 0;
                 break;
-        case JOB_WRITE_BLOCK:
-                r = job_write_block(j);
-                break;
         case JOB_UNLINK:
                 r = unlinkat(j->dir->psrd_fd, j->name, 0) < 0 && errno != ENOENT
                             ? job_fail(j, -errno, PSRD_DIR, j->name)
@@ -671,8 +656,6 @@ static int state_job_run(IoJob *io) {
         /* Closing may take long too: the last reference to a replaced journal frees its blocks. */
         j->journal_fd = safe_close(j->journal_fd);
         j->old_journal_fd = safe_close(j->old_journal_fd);
-        for (size_t i = 0; i < j->n_files; i++)
-                j->files[i].fd = safe_close(j->files[i].fd);
         return r;
 }
 
@@ -746,7 +729,6 @@ static int state_block_copy(StateBlock *sb, FileCopy *f) {
         const Block *b = sb->block;
         size_t n = BLOCK_HEADER_SIZE + b->size + bitmap_size(b->size);
 
-        f->fd = -EBADF;
         f->data = malloc(n);
         if (!f->data)
                 return -ENOMEM;
@@ -755,6 +737,8 @@ static int state_block_copy(StateBlock *sb, FileCopy *f) {
         memcpy(f->data + BLOCK_HEADER_SIZE, b->data, b->size);
         memcpy(f->data + BLOCK_HEADER_SIZE + b->size, b->used, bitmap_size(b->size));
         block_file_name(b, f->name);
+        f->drop_new = sb->fresh_file;
+        sb->fresh_file = false;
         for (size_t i = 0; i < ELEMENTSOF(sb->copies); i++)
                 if (!sb->copies[i]) {
                         sb->copies[i] = f;
@@ -775,7 +759,7 @@ static int state_copy_dirty_blocks(StateDir *d, StateJob *j) {
                 for (size_t i = 0; i < sp->pool->n_blocks; i++) {
                         StateBlock *sb = sp->pool->blocks[i]->userdata;
 
-                        if (sb && sb->dirty)
+                        if (sb && (sb->dirty || sb->fresh_file))
                                 n++;
                 }
         if (n == 0)
@@ -787,7 +771,7 @@ static int state_copy_dirty_blocks(StateDir *d, StateJob *j) {
                 for (size_t i = 0; i < sp->pool->n_blocks; i++) {
                         StateBlock *sb = sp->pool->blocks[i]->userdata;
 
-                        if (!sb || !sb->dirty)
+                        if (!sb || !(sb->dirty || sb->fresh_file))
                                 continue;
                         r = state_block_copy(sb, j->files + j->n_files);
                         if (r < 0)
@@ -797,43 +781,40 @@ static int state_copy_dirty_blocks(StateDir *d, StateJob *j) {
         return 0;
 }
 
-/* A new block's file is written under a temporary name at once, so that it survives the process;
- * the I/O thread syncs it and renames it. Until then a power loss may take it, and with it every
- * record naming it: a block that is gone cannot be used twice, and the peer is told that it is
- * unknown when it names it. */
+/* A new block's file is written at once (under a temporary name, renamed when complete), so that
+ * it survives the process, and not synced: the next checkpoint writes it as a block file, synced,
+ * with the others. Until then a power loss may take it, and with it every record naming it: a
+ * block that is gone cannot be used twice, and the peer is told that it is unknown when it names
+ * it. */
 static int state_block_write_new(StateBlock *sb) {
         StateDir *d = sb->pool->dir;
-        _cleanup_(state_job_freep) StateJob *j = NULL;
         char name[UUID_STRING_MAX + sizeof(NEW_SUFFIX)], tmp[sizeof(name) + sizeof(TMP_SUFFIX)];
-        FileCopy *f;
+        uint8_t h[BLOCK_HEADER_SIZE];
+        _cleanup_close_ int fd = -EBADF;
         int r;
 
-        j = state_job_new(d, JOB_WRITE_BLOCK, 1);
-        if (!j)
-                return -ENOMEM;
-        f = j->files;
-        r = state_block_copy(sb, f);
-        if (r < 0)
-                return r;
-        j->n_files = 1;
-        memcpy(name, f->name, sizeof(name));
+        block_header_build(sb, h);
+        block_file_name(sb->block, name);
         memcpy(name + strlen(name) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
-        /* Whole or not at all, even if the process dies while writing. */
         (void) snprintf(tmp, sizeof(tmp), "%s" TMP_SUFFIX, name);
-        f->fd = openat(d->psrd_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (f->fd < 0)
+        fd = openat(d->psrd_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
                 return log_error_errno(-errno, "Failed to write %s/" PSRD_DIR "/%s: %m", d->path, name);
-        r = write_all(f->fd, &(struct iovec){f->data, f->size}, 1);
+        r = write_all(fd,
+                      (const struct iovec[]){
+                              {h, sizeof(h)},
+                              {sb->block->data, sb->block->size},
+                              {sb->block->used, bitmap_size(sb->block->size)},
+                      },
+                      3);
         if (r >= 0 && renameat(d->psrd_fd, tmp, d->psrd_fd, name) < 0)
                 r = -errno;
         if (r < 0) {
                 (void) unlinkat(d->psrd_fd, tmp, 0);
                 return log_error_errno(r, "Failed to write %s/" PSRD_DIR "/%s: %m", d->path, name);
         }
-        /* The thread needs the file, not the copy. */
-        f->data = erase_and_free(f->data, f->size);
-        f->size = 0;
-        state_submit(d, TAKE_PTR(j));
+        sb->fresh_file = true;
+        d->changed = true;
         return 0;
 }
 
@@ -1250,6 +1231,19 @@ static int state_load_block_files(StateDir *d, DIR *dir, bool *any) {
                     (l <= strlen(BLOCK_SUFFIX) || !streq(n + l - strlen(BLOCK_SUFFIX), BLOCK_SUFFIX))) {
                         log_warning("Ignoring unexpected file %s/" PSRD_DIR "/%s.", d->path, n);
                         continue;
+                }
+                if (fresh) {
+                        char blk[NAME_MAX + 1];
+
+                        (void) snprintf(blk, sizeof(blk), "%.*s" BLOCK_SUFFIX,
+                                        (int) (l - strlen(NEW_SUFFIX)), n);
+                        if (faccessat(d->psrd_fd, blk, F_OK, AT_SYMLINK_NOFOLLOW) >= 0) {
+                                /* A checkpoint wrote the block file and was stopped before it
+                                 * removed this older copy. */
+                                if (!(d->flags & STATE_OPEN_READ_ONLY))
+                                        (void) unlinkat(d->psrd_fd, n, 0);
+                                continue;
+                        }
                 }
                 r = state_load_block(d, n, fresh);
                 if (r < 0)

@@ -155,7 +155,7 @@ static char *block_file_first(const char *dir) {
         d = opendir(psrd);
         assert_non_null(d);
         while ((de = readdir(d)))
-                if (strstr(de->d_name, ".blk")) {
+                if (strstr(de->d_name, ".blk") || strstr(de->d_name, ".new")) {
                         ret = path_join(psrd, de->d_name);
                         break;
                 }
@@ -501,9 +501,9 @@ static void test_fresh(void **state) {
         p = state_take(d, PEER, POOL_OWNER_PEER);
         assert_null(p->blocks);
         (void) block_add(p, 512, &o);
-        /* Block files are written in the background. */
-        assert_int_equal(state_dir_wait(d), 0);
+        /* A new block's file is there at once, as UUID.new until the next checkpoint. */
         blk = block_file_first(dir);
+        assert_non_null(strstr(blk, ".new"));
         psrd_path = path_join(dir, "psrd");
         assert_mode(psrd_path, strrchr(blk, '/') + 1, 0600);
 
@@ -1275,6 +1275,81 @@ static void test_checkpoint_next_journal(void **state) {
         sd_event_unref(e);
 }
 
+static char *block_path(const char *dir, const Uuid *uuid, const char *suffix) {
+        char u[UUID_STRING_MAX], *p;
+
+        assert_true(asprintf(&p, "%s/psrd/%s%s", dir, uuid_to_string(uuid, u), suffix) > 0);
+        return p;
+}
+
+/* A new block's file is UUID.new until a checkpoint writes UUID.blk: it survives a kill -9, a
+ * damaged one is refused on the same boot and dropped after a reboot (it was never synced), and
+ * one a checkpoint already replaced is removed. */
+static void test_new_block_file(void **state) {
+        char *dir = tmpdir_new(), *x_new, *x_blk, *z_new;
+        sd_event *e = event_new();
+        Allocation *a;
+        StateDir *d;
+        Block *b;
+        Pool *p;
+        Orig o[3];
+        uint8_t *copy;
+        size_t n;
+
+        (void) state;
+        d = state_open(e, dir);
+        p = state_take(d, PEER, POOL_OWNER_PEER);
+        b = block_add(p, 1000, &o[0]);
+        a = names(b, 10, 20, NULL, 0, 0);
+        assert_int_equal(pool_take(p, a, 0, NULL), 0);
+        allocation_free(a);
+        state_drop(d, &p, 1);
+        x_new = block_path(dir, &o[0].uuid, ".new");
+        x_blk = block_path(dir, &o[0].uuid, ".blk");
+        assert_int_equal(access(x_new, F_OK), 0);
+        assert_int_equal(access(x_blk, F_OK), -1);
+
+        /* kill -9: the block is back with its takes, and gets its name. */
+        d = state_open(e, dir);
+        p = state_take(d, PEER, POOL_OWNER_PEER);
+        assert_int_equal(p->n_blocks, 1);
+        assert_block(p->blocks[0], &o[0], NULL);
+        assert_range(p->blocks[0], 10, 20, true);
+        assert_int_equal(access(x_new, F_OK), -1);
+        assert_int_equal(access(x_blk, F_OK), 0);
+
+        /* A checkpoint stopped after it wrote a block file and before it removed the older copy. */
+        copy = file_read(x_blk, &n);
+        file_write(x_new, copy, n);
+        free(copy);
+        (void) block_add(p, 500, &o[1]);
+        state_drop(d, &p, 1);
+        d = state_open(e, dir);
+        p = state_take(d, PEER, POOL_OWNER_PEER);
+        assert_int_equal(p->n_blocks, 2);
+        assert_int_equal(access(x_new, F_OK), -1);
+
+        /* Cut short: damage on the same boot, a write the system lost after a reboot. */
+        (void) block_add(p, 300, &o[2]);
+        state_drop(d, &p, 1);
+        z_new = block_path(dir, &o[2].uuid, ".new");
+        file_cut(z_new, 10);
+        assert_int_equal(state_open_error(e, dir), -EBADMSG);
+        journal_set_other_boot(dir);
+        d = state_open(e, dir);
+        p = state_take(d, PEER, POOL_OWNER_PEER);
+        assert_int_equal(p->n_blocks, 2);
+        assert_int_equal(access(z_new, F_OK), -1);
+        state_drop(d, &p, 1);
+
+        free(x_new);
+        free(x_blk);
+        free(z_new);
+        orig_done(o, 3);
+        sd_event_unref(e);
+        tmpdir_free(dir);
+}
+
 static void test_timers(void **state) {
         char *dir = tmpdir_new();
         sd_event *e = event_new();
@@ -1570,6 +1645,7 @@ int main(void) {
                 cmocka_unit_test_teardown(test_corrupt_node, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_checkpoint_cut_short, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_checkpoint_next_journal, tmpdirs_remove),
+                cmocka_unit_test_teardown(test_new_block_file, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_timers, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_reboot, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_release_and_drop, tmpdirs_remove),
