@@ -1795,10 +1795,25 @@ static int state_read_journal(StateDir *d, const char *file, uint8_t **ret, size
         return r;
 }
 
+/* Applies a journal that must belong to the snapshot of generation expect. */
+static int state_apply_journal(StateDir *d, const char *file, uint8_t *buf, size_t n, bool tolerate_tail,
+                               uint64_t expect) {
+        uint64_t gen;
+        int r;
+
+        r = state_parse_log(d, file, JOURNAL_MAGIC, buf, n, tolerate_tail, &gen);
+        explicit_bzero(buf, n);
+        if (r < 0)
+                return r;
+        if (gen != expect)
+                return state_fail(d, file, "does not belong to the snapshot in " RECORDS_FILE);
+        return 0;
+}
+
 static int state_load(StateDir *d) {
         _cleanup_free_ uint8_t *node = NULL, *records = NULL, *journal = NULL, *next = NULL;
         size_t n_node = 0, n_records = 0, n_journal = 0, n_next = 0;
-        uint64_t gen_records, gen, expect;
+        uint64_t gen_records, expect;
         bool any_blocks = false, journal_other_boot, rebooted = false, fold;
         int r;
 
@@ -1848,13 +1863,9 @@ static int state_load(StateDir *d) {
                 expect = gen_records;
         } else {
                 rebooted = journal_other_boot;
-                r = state_parse_log(d, JOURNAL_FILE, JOURNAL_MAGIC, journal, n_journal, rebooted, &gen);
-                explicit_bzero(journal, n_journal);
+                r = state_apply_journal(d, JOURNAL_FILE, journal, n_journal, rebooted, gen_records);
                 if (r < 0)
                         return r;
-                if (gen != gen_records)
-                        return state_fail(d, JOURNAL_FILE,
-                                          "does not belong to the snapshot in " RECORDS_FILE);
                 fold = rebooted;
                 expect = gen_records + 1;
         }
@@ -1879,15 +1890,11 @@ static int state_load(StateDir *d) {
                         bool other =
                                 log_header_valid(next, n_next, JOURNAL_MAGIC) && boot_differs(d, next + 16);
 
-                        r = state_parse_log(d, JOURNAL_NEXT_FILE, JOURNAL_MAGIC, next, n_next, other, &gen);
-                        explicit_bzero(next, n_next);
+                        r = state_apply_journal(d, JOURNAL_NEXT_FILE, next, n_next, other, expect);
                         if (r < 0)
                                 return r;
-                        if (gen != expect)
-                                return state_fail(d, JOURNAL_NEXT_FILE,
-                                                  "does not belong to the snapshot in " RECORDS_FILE);
                         rebooted = rebooted || other;
-                        d->generation = gen;
+                        d->generation = expect;
                 }
         }
 

@@ -238,3 +238,23 @@ int parse_size(const char *s, size_t n, uint64_t max, uint64_t *ret) {
                 *ret = v;
         return 0;
 }
+
+size_t decimal_length(uint64_t v) {
+        size_t n = 1;
+
+        while (v >= 10) {
+                v /= 10;
+                n++;
+        }
+        return n;
+}
+
+char *decimal_write(char *p, uint64_t v) {
+        size_t n = decimal_length(v);
+
+        for (size_t i = n; i > 0; i--) {
+                p[i - 1] = (char) ('0' + v % 10);
+                v /= 10;
+        }
+        return p + n;
+}

@@ -48,3 +48,8 @@ bool name_is_valid(const char *s);
 /* Strict decimal: 0|[1-9][0-9]* without sign, space or separators, at most max. Returns 0 or
  * -EINVAL (syntax) or -ERANGE (above max). n is the length of s to consider. */
 int parse_size(const char *s, size_t n, uint64_t max, uint64_t *ret);
+
+/* Digits of v in decimal, and writing them (no NUL) at p, returning the end: for text built in
+ * place with its length known beforehand. */
+size_t decimal_length(uint64_t v);
+char *decimal_write(char *p, uint64_t v);

@@ -4,30 +4,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "codec.h"
 #include "json-util.h"
 #include "psrd-metadata.h"
 
 #define STRLEN(s) (sizeof("" s "") - 1)
-
-static size_t decimal_length(size_t v) {
-        size_t n = 1;
-
-        while (v >= 10) {
-                v /= 10;
-                n++;
-        }
-        return n;
-}
-
-static char *decimal_write(char *p, size_t v) {
-        size_t n = decimal_length(v);
-
-        for (size_t i = n; i > 0; i--) {
-                p[i - 1] = (char) ('0' + v % 10);
-                v /= 10;
-        }
-        return p + n;
-}
 
 static char *uuid_write(char *p, const Uuid *u) {
         char buf[UUID_STRING_MAX];

@@ -29,26 +29,6 @@ static char *append(char *p, const char *s, size_t n) {
 
 #define APPEND_LITERAL(p, lit) append((p), (lit), STRLEN(lit))
 
-static size_t decimal_length(uint64_t v) {
-        size_t n = 1;
-
-        while (v >= 10) {
-                v /= 10;
-                n++;
-        }
-        return n;
-}
-
-static char *decimal_write(char *p, uint64_t v) {
-        size_t n = decimal_length(v);
-
-        for (size_t i = n; i > 0; i--) {
-                p[i - 1] = (char) ('0' + v % 10);
-                v /= 10;
-        }
-        return p + n;
-}
-
 /* base64(a XOR b) without the plaintext XOR in a heap buffer: 48-byte groups (a multiple of 3, so
  * the encodings join up) go through a stack buffer that is wiped afterwards. */
 static char *base64_write_xor(const uint8_t *a, const uint8_t *b, size_t n, char *p) {
@@ -67,6 +47,24 @@ static char *base64_write_xor(const uint8_t *a, const uint8_t *b, size_t n, char
 
 static bool pad_is_valid(const Allocation *pad, const uint8_t *share, size_t size) {
         return pad && pad->data && pad->n_fragments > 0 && pad->size == size && share && size > 0;
+}
+
+/* The part both bodies end with: the share index, the pad's allocation and the encrypted share. */
+static size_t share_tail_length(unsigned share_index, const Allocation *pad, size_t size) {
+        return decimal_length(share_index) + STRLEN(ALLOCATION) + allocation_json_length(pad) +
+               STRLEN(VALUE) + base64_encoded_length(size) + STRLEN(TAIL);
+}
+
+static char *share_tail_write(char *p, unsigned share_index, const Allocation *pad, const uint8_t *share,
+                              size_t size) {
+        p = decimal_write(p, share_index);
+        p = APPEND_LITERAL(p, ALLOCATION);
+        p = allocation_json_write(pad, p);
+        p = APPEND_LITERAL(p, VALUE);
+        p = base64_write_xor(share, pad->data, size, p);
+        p = APPEND_LITERAL(p, TAIL);
+        *p = '\0';
+        return p;
 }
 
 int share_post_format(const char *master_client_name, const char *master_sae_id, const char *slave_sae_id,
@@ -89,8 +87,7 @@ int share_post_format(const char *master_client_name, const char *master_sae_id,
         l_slave = strlen(slave_sae_id);
         n = STRLEN(POST_HEAD) + l_client + STRLEN(POST_MASTER_SAE) + l_master + STRLEN(POST_SLAVE_SAE) +
             l_slave + STRLEN(POST_KEY_ID) + UUID_STRING_MAX - 1 + STRLEN(POST_SHARE_INDEX) +
-            decimal_length(share_index) + STRLEN(ALLOCATION) + allocation_json_length(pad) + STRLEN(VALUE) +
-            base64_encoded_length(size) + STRLEN(TAIL);
+            share_tail_length(share_index, pad, size);
 
         body = malloc(n + 1);
         if (!body)
@@ -106,13 +103,7 @@ int share_post_format(const char *master_client_name, const char *master_sae_id,
         (void) uuid_to_string(key_id, p); /* its NUL is overwritten next */
         p += UUID_STRING_MAX - 1;
         p = APPEND_LITERAL(p, POST_SHARE_INDEX);
-        p = decimal_write(p, share_index);
-        p = APPEND_LITERAL(p, ALLOCATION);
-        p = allocation_json_write(pad, p);
-        p = APPEND_LITERAL(p, VALUE);
-        p = base64_write_xor(share, pad->data, size, p);
-        p = APPEND_LITERAL(p, TAIL);
-        *p = '\0';
+        (void) share_tail_write(p, share_index, pad, share, size);
 
         *ret = body;
         *ret_size = n;
@@ -129,20 +120,13 @@ int share_reply_format(unsigned share_index, const Allocation *pad, const uint8_
         if (size > (SIZE_MAX - 4096) / 4 * 3)
                 return -ENOMEM;
 
-        n = STRLEN(REPLY_SHARE_INDEX) + decimal_length(share_index) + STRLEN(ALLOCATION) +
-            allocation_json_length(pad) + STRLEN(VALUE) + base64_encoded_length(size) + STRLEN(TAIL);
+        n = STRLEN(REPLY_SHARE_INDEX) + share_tail_length(share_index, pad, size);
         body = malloc(n + 1);
         if (!body)
                 return -ENOMEM;
 
         p = APPEND_LITERAL(body, REPLY_SHARE_INDEX);
-        p = decimal_write(p, share_index);
-        p = APPEND_LITERAL(p, ALLOCATION);
-        p = allocation_json_write(pad, p);
-        p = APPEND_LITERAL(p, VALUE);
-        p = base64_write_xor(share, pad->data, size, p);
-        p = APPEND_LITERAL(p, TAIL);
-        *p = '\0';
+        (void) share_tail_write(p, share_index, pad, share, size);
 
         *ret = body;
         *ret_size = n;
