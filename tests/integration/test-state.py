@@ -66,6 +66,7 @@ MSG_PSRD_REUSED = "Attempt to use PSRD data more than once."
 
 # Short retries and timeouts, so that clients find a restarted hub again at once.
 CLIENT_CONFIG = "[Hubs]\nTimeout=2s\nRetryMin=50ms\nRetryMax=300ms\n"
+LOW_WATER = 128 * 1024  # the clients' default LowWater=
 
 
 class HubProxy:
@@ -297,6 +298,23 @@ class StateTestCase(_test_client.ClientTestCase):
             self.assertLess(time.monotonic(), deadline, f"{client.name} does not settle: {s}")
             time.sleep(0.05)
 
+    def filled(self, client, timeout=15.0):
+        """Waits until the client fetches no more PSRD: every pool above LowWater= (128K by default)
+        and no block fetched for half a second. A kill then does not make the client register
+        again, as it must when a block of a hub's pool was on its way (the hub may hold a block the
+        client does not)."""
+        deadline = time.monotonic() + timeout
+        last = None
+        while True:
+            hubs = client.status()["peer_hubs"]
+            fetched = sum(h["blocks_fetched"] for h in hubs)
+            low = min(h[p]["available_bytes"] for h in hubs for p in ("local_pool", "peer_pool"))
+            if low >= LOW_WATER and fetched == last:
+                return
+            self.assertLess(time.monotonic(), deadline, f"{client.name} keeps fetching PSRD: {hubs}")
+            last = fetched if low >= LOW_WATER else None
+            time.sleep(0.5)
+
     def registrations(self, hub, client_name):
         """How often the hub's log says client_name registered."""
         return hub.daemon.log().count(f"Client {client_name} registered")
@@ -402,6 +420,8 @@ class ReplayTests(StateTestCase):
         for p in proxies.values():
             self.assertEqual(sorted(k[0] for k in p.replies), ["GET", "POST"])
 
+        for c in (carol, connie):
+            self.filled(c)
         carol = self.restart_client(carol, "kill")
         connie = self.restart_client(connie, "kill")
         # The clients resumed their links: the blocks the kept replies name are still theirs, so
@@ -495,6 +515,8 @@ class RestartTests(StateTestCase):
                 # A key scattered by carol, gathered after carol restarted.
                 pending = self.enc_key(carol, "sam", "sofia")
 
+                for c in (carol, connie):
+                    self.filled(c)
                 connie = self.clients["connie"] = self.restart_client(connie, how)
                 carol = self.clients["carol"] = self.restart_client(carol, how)
                 self.assertEqual(connie.etsi("GET", "sam", "status", "sofia").json()["stored_key_count"], 2)
