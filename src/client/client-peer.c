@@ -395,9 +395,10 @@ static int peer_hub_store_block(PeerHub *p, PoolOwner owner, int error, const ch
         HubError e;
         int r;
 
-        if (error < 0 && owner == POOL_OWNER_PEER) {
+        if (error < 0 && owner == POOL_OWNER_PEER && error != -ECONNREFUSED) {
                 /* The hub may have added the block to its copy before the answer was lost: it would
-                 * name bytes this client does not have. */
+                 * name bytes this client does not have. (A refused connection carried nothing: the
+                 * fetch goes out on a new one.) */
                 peer_hub_describe_failure(p, "PSRD request", error, message, response);
                 p->n_failures++;
                 peer_hub_lost_psrd(p, p->generation);
