@@ -88,15 +88,17 @@ typedef struct FileCopy {
 struct StateBlock {
         StatePool *pool;
         Block *block;
-        uint64_t seq;        /* arrival order across the node, kept in the file */
-        size_t reserved;     /* own pools: bytes below may have been handed out */
-        bool dirty;          /* memory differs from the file */
-        bool active;         /* peer's pool: a synced record says that takes may be in the journal only */
-        uint64_t active_pos; /* peer's pool: active once the journal is durable up to here (0: not asked) */
-        uint8_t *replayed;   /* while loading: the journal's used bits for this block */
-        bool fresh;          /* while loading: read from its NEW_SUFFIX file */
-        bool fresh_file;     /* its file is the NEW_SUFFIX one, not synced: the next checkpoint writes it */
-        FileCopy *copies[2]; /* writes of this block queued: its arrival, a checkpoint */
+        uint64_t seq;         /* arrival order across the node, kept in the file */
+        size_t reserved;      /* own pools: bytes below may have been handed out */
+        size_t reserve_want;  /* own pools: the reservation asked for ahead of need ... */
+        uint64_t reserve_pos; /* ... in effect once the journal is durable up to here (0: none asked) */
+        bool dirty;           /* memory differs from the file */
+        bool active;          /* peer's pool: a synced record says that takes may be in the journal only */
+        uint64_t active_pos;  /* peer's pool: active once the journal is durable up to here (0: not asked) */
+        uint8_t *replayed;    /* while loading: the journal's used bits for this block */
+        bool fresh;           /* while loading: read from its NEW_SUFFIX file */
+        bool fresh_file;      /* its file is the NEW_SUFFIX one, not synced: the next checkpoint writes it */
+        FileCopy *copies[2];  /* writes of this block queued: its arrival, a checkpoint */
 };
 
 struct StatePool {
@@ -450,7 +452,9 @@ static void block_header_build(const StateBlock *sb, uint8_t h[BLOCK_HEADER_SIZE
         put_le32(h + 12, (uint32_t) sb->pool->owner);
         memcpy(h + 16, b->uuid.bytes, 16);
         put_le64(h + 32, b->size);
-        put_le64(h + 40, sb->reserved);
+        /* A reservation asked for goes into the file: once the file replaces the journal holding
+         * its record, that record is gone. */
+        put_le64(h + 40, sb->reserve_pos > 0 ? MAX(sb->reserved, sb->reserve_want) : sb->reserved);
         put_le64(h + 48, sb->seq);
         (void) strncpy((char *) h + 56, sb->pool->peer, PEER_NAME_MAX - 1);
         crc = crc32_update(0, b->data, b->size);
@@ -668,7 +672,7 @@ static void state_failed(StateDir *d, int error) {
 
 static void state_sync_async(StateDir *d);
 
-/* Activations whose records are durable now take effect. */
+/* Activations and reservations whose records are durable now take effect. */
 static void state_promote(StateDir *d) {
         for (StatePool *sp = d->pools; sp; sp = sp->next)
                 for (size_t i = 0; i < sp->pool->n_blocks; i++) {
@@ -679,6 +683,10 @@ static void state_promote(StateDir *d) {
                         if (sb->active_pos > 0 && sb->active_pos <= d->jpos_durable) {
                                 sb->active = true;
                                 sb->active_pos = 0;
+                        }
+                        if (sb->reserve_pos > 0 && sb->reserve_pos <= d->jpos_durable) {
+                                sb->reserved = MAX(sb->reserved, sb->reserve_want);
+                                sb->reserve_pos = 0;
                         }
                 }
 }
@@ -956,10 +964,11 @@ static size_t reserve_chunk(const Block *b) {
         return MIN(MAX(b->size / 8, (size_t) RESERVE_CHUNK_MIN), (size_t) RESERVE_CHUNK_MAX);
 }
 
-/* Reserves up to end and a chunk beyond, synced before returning: the bytes leave soon after. */
+/* Reserves up to end and a chunk beyond, synced before returning: the bytes leave soon after. Only
+ * when the reservation asked for ahead was not durable in time. */
 static int state_block_reserve(StateBlock *sb, size_t end) {
         StateDir *d = sb->pool->dir;
-        size_t want = MIN(sb->block->size, MAX(end, sb->reserved) + reserve_chunk(sb->block));
+        size_t want = MIN(sb->block->size, end + reserve_chunk(sb->block));
         int r;
 
         r = psrd_record(&d->pending, RECORD_PSRD_RESERVED, sb->pool, sb->block, want, 0);
@@ -968,8 +977,23 @@ static int state_block_reserve(StateBlock *sb, size_t end) {
         r = state_dir_sync(d);
         if (r < 0)
                 return r;
-        sb->reserved = want;
+        sb->reserved = MAX(sb->reserved, want);
         return 0;
+}
+
+/* Once less than half a chunk is left of an own block's reservation, the next one is asked for in
+ * the background: up to a chunk beyond what was handed out, so a crash burns no more than with a
+ * synced reservation. */
+static void state_block_reserve_ahead(StateBlock *sb, size_t end) {
+        StateDir *d = sb->pool->dir;
+        size_t chunk = reserve_chunk(sb->block);
+        size_t want = MIN(sb->block->size, end + chunk);
+
+        if (sb->reserve_pos > 0 || sb->reserved >= sb->block->size || sb->reserved - end >= chunk / 2 ||
+            psrd_record(&d->pending, RECORD_PSRD_RESERVED, sb->pool, sb->block, want, 0) < 0)
+                return;
+        sb->reserve_want = want;
+        sb->reserve_pos = state_want_durable(d);
 }
 
 /* The block of sp after b that a pool takes from next: the first not used up. */
@@ -1059,8 +1083,12 @@ static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t 
                         return -ESTALE;
                 sb->dirty = true;
                 d->changed = true;
-                if (sp->owner == POOL_OWNER_LOCAL)
-                        return start + size > sb->reserved ? state_block_reserve(sb, start + size) : 0;
+                if (sp->owner == POOL_OWNER_LOCAL) {
+                        if (start + size > sb->reserved)
+                                return state_block_reserve(sb, start + size);
+                        state_block_reserve_ahead(sb, start + size);
+                        return 0;
+                }
                 /* A reboot may lose takes not synced yet: a synced record that the block is active
                  * makes the next start burn all of it then, rather than accept a replay. */
                 if (!sb->active) {
@@ -2306,8 +2334,9 @@ int state_dir_close(StateDir *d) {
                 for (size_t i = 0; i < sp->pool->n_blocks; i++) {
                         StateBlock *sb = sp->pool->blocks[i]->userdata;
 
-                        if (sb && sb->reserved > 0) {
+                        if (sb && (sb->reserved > 0 || sb->reserve_pos > 0)) {
                                 sb->reserved = 0;
+                                sb->reserve_pos = 0;
                                 sb->dirty = true;
                                 d->changed = true;
                         }
