@@ -477,8 +477,10 @@ static void block_header_build(const StateBlock *sb, uint8_t h[BLOCK_HEADER_SIZE
 
 typedef enum StateJobType {
         JOB_SYNC,   /* fdatasync the journal */
+        JOB_NEW,    /* write a new block's NEW_SUFFIX file */
         JOB_UNLINK, /* delete a removed block's file */
         JOB_CHECKPOINT,
+        JOB_BARRIER, /* nothing: done once the jobs before it are */
 } StateJobType;
 
 typedef struct StateJob {
@@ -488,8 +490,10 @@ typedef struct StateJob {
         uint64_t pos;       /* the journals are durable up to here once the job is done (0: no claim) */
         int journal_fd;     /* JOB_SYNC, JOB_CHECKPOINT: the journal to sync */
         int old_journal_fd; /* JOB_CHECKPOINT: the journal it replaces */
-        FileCopy *files;    /* JOB_CHECKPOINT */
+        FileCopy *files;    /* JOB_CHECKPOINT, JOB_NEW */
         size_t n_files;
+        StateWritten written; /* JOB_BARRIER */
+        void *written_userdata;
         SecretBuffer records;                            /* JOB_CHECKPOINT: the snapshot */
         char name[UUID_STRING_MAX + sizeof(DEL_SUFFIX)]; /* JOB_UNLINK */
         char failed[PATH_MAX];                           /* what could not be written */
@@ -608,6 +612,28 @@ static int job_write_files(StateJob *j) {
         return r;
 }
 
+/* A new block's file, complete under its name or not there: not synced, it only has to survive the
+ * process. */
+static int job_write_new(StateJob *j) {
+        FileCopy *f = j->files;
+        char tmp[sizeof(f->name) + sizeof(TMP_SUFFIX)];
+        _cleanup_close_ int fd = -EBADF;
+        int r;
+
+        (void) snprintf(tmp, sizeof(tmp), "%s" TMP_SUFFIX, f->name);
+        fd = openat(j->dir->psrd_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd < 0)
+                return job_fail(j, -errno, PSRD_DIR, f->name);
+        r = write_all(fd, &(struct iovec){f->data, f->size}, 1);
+        if (r >= 0)
+                r = job_file_rename(j, f, tmp);
+        if (r < 0) {
+                (void) unlinkat(j->dir->psrd_fd, tmp, 0);
+                return job_fail(j, r, PSRD_DIR, f->name);
+        }
+        return 0;
+}
+
 /* The checkpoint's file work. Until the last rename the old snapshot and journal stay valid, with
  * the new journal read after the old one; from it on, the new snapshot and journal. */
 static int job_checkpoint(StateJob *j) {
@@ -646,6 +672,12 @@ static int state_job_run(IoJob *io) {
         switch (j->type) {
         case JOB_SYNC:
                 r = fdatasync(j->journal_fd) < 0 ? job_fail(j, -errno, "", JOURNAL_FILE) : 0;
+                break;
+        case JOB_NEW:
+                r = job_write_new(j);
+                break;
+        case JOB_BARRIER:
+                r = 0;
                 break;
         case JOB_UNLINK:
                 r = unlinkat(j->dir->psrd_fd, j->name, 0) < 0 && errno != ENOENT
@@ -708,7 +740,9 @@ static void state_job_done(IoJob *io, int r) {
                 d->sync_running = false;
         if (j->type == JOB_CHECKPOINT)
                 d->checkpoint_running = false;
-        if (r < 0 && j->type == JOB_UNLINK)
+        if (j->type == JOB_BARRIER)
+                j->written(j->written_userdata);
+        else if (r < 0 && j->type == JOB_UNLINK)
                 log_warning_errno(r, "Failed to remove %s/%s: %m", d->path, j->failed);
         else if (r < 0) {
                 log_error_errno(r, "Failed to write %s/%s: %m", d->path, j->failed);
@@ -733,6 +767,7 @@ static void state_submit(StateDir *d, StateJob *j) {
 
 /* ---- PSRD blocks ---- */
 
+/* Copies the block's file as it is now into f, for the I/O thread to write. */
 static int state_block_copy(StateBlock *sb, FileCopy *f) {
         const Block *b = sb->block;
         size_t n = BLOCK_HEADER_SIZE + b->size + bitmap_size(b->size);
@@ -745,8 +780,6 @@ static int state_block_copy(StateBlock *sb, FileCopy *f) {
         memcpy(f->data + BLOCK_HEADER_SIZE, b->data, b->size);
         memcpy(f->data + BLOCK_HEADER_SIZE + b->size, b->used, bitmap_size(b->size));
         block_file_name(b, f->name);
-        f->drop_new = sb->fresh_file;
-        sb->fresh_file = false;
         for (size_t i = 0; i < ELEMENTSOF(sb->copies); i++)
                 if (!sb->copies[i]) {
                         sb->copies[i] = f;
@@ -754,7 +787,6 @@ static int state_block_copy(StateBlock *sb, FileCopy *f) {
                         break;
                 }
         assert(f->owner);
-        sb->dirty = false;
         return 0;
 }
 
@@ -784,45 +816,38 @@ static int state_copy_dirty_blocks(StateDir *d, StateJob *j) {
                         r = state_block_copy(sb, j->files + j->n_files);
                         if (r < 0)
                                 return r;
-                        j->n_files++;
+                        j->files[j->n_files++].drop_new = sb->fresh_file;
+                        sb->fresh_file = false;
+                        sb->dirty = false;
                 }
         return 0;
 }
 
-/* A new block's file is written at once (under a temporary name, renamed when complete), so that
- * it survives the process, and not synced: the next checkpoint writes it as a block file, synced,
- * with the others. Until then a power loss may take it, and with it every record naming it: a
- * block that is gone cannot be used twice, and the peer is told that it is unknown when it names
- * it. */
+/* A new block's file is written by the I/O thread (under a temporary name, renamed when complete),
+ * so that it survives the process soon, and not synced: the next checkpoint writes it as a block
+ * file, synced, with the others. A block that is gone after a crash cannot be used twice, and the
+ * peer is told that it is unknown when it names it; a hub answers a PSRD fetch only once the file
+ * is written (state_dir_call_when_written()). */
 static int state_block_write_new(StateBlock *sb) {
         StateDir *d = sb->pool->dir;
-        char name[UUID_STRING_MAX + sizeof(NEW_SUFFIX)], tmp[sizeof(name) + sizeof(TMP_SUFFIX)];
-        uint8_t h[BLOCK_HEADER_SIZE];
-        _cleanup_close_ int fd = -EBADF;
+        StateJob *j;
+        FileCopy *f;
         int r;
 
-        block_header_build(sb, h);
-        block_file_name(sb->block, name);
-        memcpy(name + strlen(name) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
-        (void) snprintf(tmp, sizeof(tmp), "%s" TMP_SUFFIX, name);
-        fd = openat(d->psrd_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0)
-                return log_error_errno(-errno, "Failed to write %s/" PSRD_DIR "/%s: %m", d->path, name);
-        r = write_all(fd,
-                      (const struct iovec[]){
-                              {h, sizeof(h)},
-                              {sb->block->data, sb->block->size},
-                              {sb->block->used, bitmap_size(sb->block->size)},
-                      },
-                      3);
-        if (r >= 0 && renameat(d->psrd_fd, tmp, d->psrd_fd, name) < 0)
-                r = -errno;
+        j = state_job_new(d, JOB_NEW, 1);
+        if (!j)
+                return log_oom();
+        f = j->files;
+        r = state_block_copy(sb, f);
         if (r < 0) {
-                (void) unlinkat(d->psrd_fd, tmp, 0);
-                return log_error_errno(r, "Failed to write %s/" PSRD_DIR "/%s: %m", d->path, name);
+                state_job_free(j);
+                return log_oom();
         }
+        j->n_files = 1;
+        memcpy(f->name + strlen(f->name) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
         sb->fresh_file = true;
         d->changed = true;
+        state_submit(d, j);
         return 0;
 }
 
@@ -981,15 +1006,15 @@ static int state_block_reserve(StateBlock *sb, size_t end) {
         return 0;
 }
 
-/* Once less than half a chunk is left of an own block's reservation, the next one is asked for in
- * the background: up to a chunk beyond what was handed out, so a crash burns no more than with a
- * synced reservation. */
+/* Once less than a quarter of a chunk is left of an own block's reservation, the next one is asked
+ * for in the background: up to three quarters of a chunk beyond what was handed out. A crash then
+ * burns half a chunk on average, as with a chunk reserved at a time when needed. */
 static void state_block_reserve_ahead(StateBlock *sb, size_t end) {
         StateDir *d = sb->pool->dir;
         size_t chunk = reserve_chunk(sb->block);
-        size_t want = MIN(sb->block->size, end + chunk);
+        size_t want = MIN(sb->block->size, end + chunk / 4 * 3);
 
-        if (sb->reserve_pos > 0 || sb->reserved >= sb->block->size || sb->reserved - end >= chunk / 2 ||
+        if (sb->reserve_pos > 0 || sb->reserved >= sb->block->size || sb->reserved - end >= chunk / 4 ||
             psrd_record(&d->pending, RECORD_PSRD_RESERVED, sb->pool, sb->block, want, 0) < 0)
                 return;
         sb->reserve_want = want;
@@ -2360,6 +2385,23 @@ void state_dir_set_failure_callback(StateDir *d, StateFailed callback, void *use
                 return;
         d->failed_callback = callback;
         d->failed_userdata = userdata;
+}
+
+int state_dir_call_when_written(StateDir *d, StateWritten callback, void *userdata) {
+        StateJob *j;
+
+        assert(callback);
+        if (!d || !d->worker) {
+                callback(userdata);
+                return 0;
+        }
+        j = state_job_new(d, JOB_BARRIER, 0);
+        if (!j)
+                return -ENOMEM;
+        j->written = callback;
+        j->written_userdata = userdata;
+        state_submit(d, j);
+        return 0;
 }
 
 int state_dir_wait(StateDir *d) {

@@ -20,10 +20,11 @@
  * the journal is only appended to. Every file carries a format version and CRC-32 checksums, so a
  * truncated or corrupted file is refused at start-up with its name, never used.
  *
- * The event loop waits for the disk only for a reservation: an I/O thread syncs the journal, syncs
- * and writes checkpoints (new blocks' files among them), in the order they were asked for. What must
- * survive the process reaches the kernel from the loop first (journal records, new block files,
- * removals).
+ * The event loop waits for the disk only for a reservation that the handing out overtook: an I/O
+ * thread syncs the journal, writes new blocks' files, syncs and writes checkpoints, in the order
+ * they were asked for. Journal records and removals reach the kernel from the loop, before any
+ * reply that depends on them; a new block's file from the thread, before the hub answers the fetch
+ * that issued the block.
  *
  * The guarantees, and what they cost:
  *  - Changes are written to the journal (one write() for all made since the last) before any reply
@@ -32,7 +33,9 @@
  *    guarantee below needs it.
  *  - PSRD a node sends with (its own pools) is reserved ahead in chunks: the reservation is synced
  *    before any byte of it is handed out, and after a crash the reserved but unused bytes are
- *    burned. One sync on the event loop per chunk.
+ *    burned (half a chunk per block in use, on average). The next reservation is asked for in the
+ *    background when a quarter of a chunk is left; the loop syncs only when it is not durable in
+ *    time.
  *  - PSRD a peer names (the peer's pools) is journaled as used before the reply to its message,
  *    so a replay after a restart finds it used. Against power loss, where the last writes may be
  *    lost, a block is marked active by a durable record before the reply to its first take; a
@@ -44,7 +47,8 @@
  *  - A new block may be lost by a power loss until the next checkpoint syncs its file, and with
  *    it the records naming it: that cannot make PSRD used twice, and a peer naming it is told it
  *    is unknown. (Blocks arrive several times a second under load: a sync for each was about two
- *    in five of a node's syncs.)
+ *    in five of a node's syncs.) A client killed within moments of a block's arrival may lose it
+ *    the same way, as when killed during the fetch; a hub replies only once the file is written.
  *  - Bytes taken to check a MAC that fails are given back; the journal records that too.
  *  - Used bytes are zero in memory at once and in the block files from the next checkpoint
  *    (every 10 s give or take 12% with changes, when the journal grows large, and at exit).
@@ -148,6 +152,10 @@ int state_dir_flush_callback(void *userdata);
 int state_dir_sync(StateDir *d);
 /* Waits until the file work asked for so far (block files, syncs, a checkpoint) is done. */
 int state_dir_wait(StateDir *d);
+/* Calls back on the loop once the file work asked for so far is done: a PSRD block added before
+ * then has its file, which survives the process (at once when d is NULL or has no I/O thread). */
+typedef void (*StateWritten)(void *userdata);
+int state_dir_call_when_written(StateDir *d, StateWritten callback, void *userdata);
 /* Whether whole blocks of a pool of peer were burned at load, because the system went down before
  * their use was synced: the peer does not know, so the link may need fresh PSRD. */
 bool state_dir_peer_burned(const StateDir *d, const char *peer);

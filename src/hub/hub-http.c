@@ -283,12 +283,28 @@ static int route_unregister(Manager *m, HttpRequest *req) {
                                                    "was_registered", json_object_new_boolean(r >= 0)));
 }
 
+typedef struct PsrdReply {
+        HttpRequest *req;
+        char *body; /* key material */
+        size_t size;
+} PsrdReply;
+
+static void psrd_reply_send(void *userdata) {
+        PsrdReply *x = userdata;
+
+        if (http_request_reply(x->req, 200, "application/json", x->body, x->size) < 0)
+                http_request_release(x->req);
+        erase_and_free(x->body, x->size);
+        free(x);
+}
+
 static int route_psrd(Manager *m, HttpRequest *req) {
         _cleanup_(block_freep) Block *b = NULL;
         const char *client_name, *owner, *size_str;
         size_t b64_size, body_size;
         char uuid[UUID_STRING_MAX];
         char *b64 = NULL, *body = NULL;
+        PsrdReply *reply;
         PoolStats stats;
         PeerClient *c;
         uint64_t size;
@@ -357,9 +373,17 @@ static int route_psrd(Manager *m, HttpRequest *req) {
         (void) snprintf(body, body_size + 1, "{\"block_uuid\":\"%s\",\"data\":\"%s\"}", uuid, b64);
         b64 = erase_and_free(b64, b64_size);
 
+        reply = malloc(sizeof(PsrdReply));
+        if (!reply) {
+                erase_and_free(body, body_size);
+                return -ENOMEM;
+        }
+        *reply = (PsrdReply){req, body, body_size};
+
         r = pool_add_block(p, b);
         if (r < 0) {
                 erase_and_free(body, body_size);
+                free(reply);
                 return log_error_errno(r, "Failed to add a PSRD block to pool %s %s: %m", p->name,
                                        pool_owner_to_string(p->owner));
         }
@@ -368,8 +392,13 @@ static int route_psrd(Manager *m, HttpRequest *req) {
         log_info("Issued PSRD block %s of %" PRIu64 " bytes to client %s (%s-owned pool).", uuid, size,
                  client_name, p == c->client_pool ? "client" : "hub");
 
-        r = http_request_reply(req, 200, "application/json", body, body_size);
-        erase_and_free(body, body_size);
+        /* The client may use the block as soon as it has it: the reply waits for the block's file,
+         * so that a restart of this hub still knows it. */
+        r = state_dir_call_when_written(m->state, psrd_reply_send, reply);
+        if (r < 0) {
+                erase_and_free(body, body_size);
+                free(reply);
+        }
         return r;
 }
 

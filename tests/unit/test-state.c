@@ -273,6 +273,19 @@ static void journal_set_other_boot(const char *dir) {
 
 /* ---- state and PSRD ---- */
 
+static void on_written(void *userdata) {
+        *(bool *) userdata = true;
+}
+
+/* Runs the loop until the file work asked for so far is done. */
+static void wait_written(sd_event *e, StateDir *d) {
+        bool done = false;
+
+        assert_int_equal(state_dir_call_when_written(d, on_written, &done), 0);
+        while (!done)
+                assert_true(sd_event_run(e, UINT64_MAX) >= 0);
+}
+
 static sd_event *event_new(void) {
         sd_event *e = NULL;
 
@@ -501,7 +514,9 @@ static void test_fresh(void **state) {
         p = state_take(d, PEER, POOL_OWNER_PEER);
         assert_null(p->blocks);
         (void) block_add(p, 512, &o);
-        /* A new block's file is there at once, as UUID.new until the next checkpoint. */
+        /* A new block's file is written by the I/O thread, as UUID.new until the next checkpoint;
+         * the callback comes once it is there. */
+        wait_written(e, d);
         blk = block_file_first(dir);
         assert_non_null(strstr(blk, ".new"));
         psrd_path = path_join(dir, "psrd");
