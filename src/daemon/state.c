@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -45,6 +46,14 @@
  * in the kernel's page cache; only a new boot can have lost those not synced. */
 #define LOG_HEADER_SIZE 36u
 #define LOG_HEADER_CRC  32u
+/* The journal: its header, zero, where its records end (updated after each write), the records, in
+ * a file of whole extents allocated ahead and mapped. Records are copied into the mapping and the end
+ * moved past them: no system call per reply, and a record a kill -9 cut short lies past the end.
+ * Allocating ahead makes a full disk an error of fallocate() rather than a SIGBUS. */
+#define JOURNAL_END_OFFSET  40u
+#define JOURNAL_DATA_OFFSET 48u
+#define JOURNAL_EXTENT      (1024u * 1024u)
+
 /* Record header: CRC of the rest, type, zero, payload size. */
 #define RECORD_HEADER_SIZE 8u
 
@@ -136,9 +145,11 @@ struct StateDir {
         int psrd_fd;
         int lock_fd;
         int journal_fd;
+        uint8_t *journal_map; /* the whole file, journal_map_size bytes */
+        size_t journal_map_size;
         uint64_t generation;
-        uint64_t journal_size;
-        uint64_t journal_base; /* the size of the journal as its checkpoint started it */
+        uint64_t journal_size; /* where its records end */
+        uint64_t journal_base; /* ... as its checkpoint started it */
         uint64_t next_seq;
 
         /* Journal bytes written since open, across journals; how many of them are durable; how many
@@ -489,8 +500,10 @@ typedef struct StateJob {
         StateJobType type;
         uint64_t pos;       /* the journals are durable up to here once the job is done (0: no claim) */
         int journal_fd;     /* JOB_SYNC, JOB_CHECKPOINT: the journal to sync */
-        int old_journal_fd; /* JOB_CHECKPOINT: the journal it replaces */
-        FileCopy *files;    /* JOB_CHECKPOINT, JOB_NEW */
+        int old_journal_fd; /* JOB_CHECKPOINT: the journal it replaces ... */
+        uint8_t *old_journal_map; /* ... and its mapping */
+        size_t old_journal_map_size;
+        FileCopy *files; /* JOB_CHECKPOINT, JOB_NEW */
         size_t n_files;
         StateWritten written; /* JOB_BARRIER */
         void *written_userdata;
@@ -515,6 +528,8 @@ static StateJob *state_job_free(StateJob *j) {
                 return NULL;
         safe_close(j->journal_fd);
         safe_close(j->old_journal_fd);
+        if (j->old_journal_map)
+                (void) munmap(j->old_journal_map, j->old_journal_map_size);
         for (size_t i = 0; i < j->n_files; i++) {
                 file_copy_detach(j->files + i);
                 erase_and_free(j->files[i].data, j->files[i].size);
@@ -692,6 +707,10 @@ static int state_job_run(IoJob *io) {
         /* Closing may take long too: the last reference to a replaced journal frees its blocks. */
         j->journal_fd = safe_close(j->journal_fd);
         j->old_journal_fd = safe_close(j->old_journal_fd);
+        if (j->old_journal_map) {
+                (void) munmap(j->old_journal_map, j->old_journal_map_size);
+                j->old_journal_map = NULL;
+        }
         return r;
 }
 
@@ -917,22 +936,47 @@ static void state_pending(StateDir *d) {
         }
 }
 
+/* Grows a journal's file and mapping to hold need bytes. */
+static int journal_reserve(int fd, uint8_t **map, size_t *map_size, size_t need) {
+        size_t size = (need + JOURNAL_EXTENT - 1) / JOURNAL_EXTENT * JOURNAL_EXTENT;
+        void *p;
+        int r;
+
+        if (size <= *map_size)
+                return 0;
+        r = posix_fallocate(fd, 0, (off_t) size);
+        if (r != 0)
+                return -r;
+        p = *map ? mremap(*map, *map_size, size, MREMAP_MAYMOVE)
+                 : mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p == MAP_FAILED)
+                return -errno;
+        *map = p;
+        *map_size = size;
+        return 0;
+}
+
+/* The records before end are complete: a kill -9 after this store leaves them in the journal. */
+static void journal_set_end(uint8_t *map, uint64_t end) {
+        __atomic_store_n((uint64_t *) (void *) (map + JOURNAL_END_OFFSET), htole64(end), __ATOMIC_RELEASE);
+}
+
 /* Hands the pending records to the kernel: from here they survive the process (kill -9). */
 static int state_journal_write(StateDir *d) {
-        struct iovec iov = {d->pending.data, d->pending.size};
         int r;
 
         if (d->pending.size == 0)
                 return 0;
-        r = write_all(d->journal_fd, &iov, 1);
+        r = journal_reserve(d->journal_fd, &d->journal_map, &d->journal_map_size,
+                            d->journal_size + d->pending.size);
         if (r < 0) {
-                /* Cut off a partial record, so the journal stays readable. */
-                (void) ftruncate(d->journal_fd, (off_t) d->journal_size);
                 secret_buffer_clear(&d->pending);
                 log_error_errno(r, "Failed to write %s/" JOURNAL_FILE ": %m", d->path);
                 state_failed(d, r);
                 return r;
         }
+        memcpy(d->journal_map + d->journal_size, d->pending.data, d->pending.size);
+        journal_set_end(d->journal_map, d->journal_size + d->pending.size);
         d->journal_size += d->pending.size;
         d->jpos += d->pending.size;
         secret_buffer_clear(&d->pending);
@@ -1466,17 +1510,20 @@ static bool boot_differs(const StateDir *d, const uint8_t field[16]) {
         return (then > now ? then - now : now - then) > BOOT_TOLERANCE_USEC;
 }
 
+static bool memory_is_zero(const uint8_t *p, size_t n) {
+        return n == 0 || (p[0] == 0 && memcmp(p, p + 1, n - 1) == 0);
+}
+
 static bool log_header_valid(const uint8_t *buf, size_t n, const char *magic) {
         return n >= LOG_HEADER_SIZE && memcmp(buf, magic, 8) == 0 &&
                get_le32(buf + LOG_HEADER_CRC) == crc32_update(0, buf, LOG_HEADER_CRC);
 }
 
-/* Parses a journal or snapshot; records go to the list, PSRD ranges to their blocks. With
- * tolerate_tail (a journal of an earlier boot, which may end in writes the crash did not sync), a
- * damaged end is cut off rather than refused. */
-static int state_parse_log(StateDir *d, const char *file, const char *magic, const uint8_t *buf, size_t n,
-                           bool tolerate_tail, uint64_t *ret_generation) {
-        size_t off = LOG_HEADER_SIZE;
+/* Parses a journal or snapshot, its records from off to n; records go to the list, PSRD ranges to
+ * their blocks. With tolerate_tail (a journal of an earlier boot, which may end in writes the crash
+ * did not sync), a damaged end is cut off rather than refused. */
+static int state_parse_log(StateDir *d, const char *file, const char *magic, const uint8_t *buf, size_t off,
+                           size_t n, bool tolerate_tail, uint64_t *ret_generation) {
         bool snapshot = streq(magic, RECORDS_MAGIC), ended = false;
         uint64_t count = 0;
         int r;
@@ -1566,16 +1613,20 @@ static void state_settle_blocks(StateDir *d, bool rebooted) {
                 }
 }
 
+/* Opens the journal that loading found valid. */
 static int state_open_journal(StateDir *d) {
         struct stat st;
+        void *p;
 
-        d->journal_fd = safe_close(d->journal_fd);
-        d->journal_fd = openat(d->dir_fd, JOURNAL_FILE, O_WRONLY | O_APPEND | O_CLOEXEC | O_NOFOLLOW);
-        if (d->journal_fd < 0)
+        d->journal_fd = openat(d->dir_fd, JOURNAL_FILE, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+        if (d->journal_fd < 0 || fstat(d->journal_fd, &st) < 0)
                 return log_error_errno(-errno, "Failed to open %s/" JOURNAL_FILE ": %m", d->path);
-        if (fstat(d->journal_fd, &st) < 0)
-                return -errno;
-        d->journal_size = d->journal_base = (uint64_t) st.st_size;
+        p = mmap(NULL, (size_t) st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, d->journal_fd, 0);
+        if (p == MAP_FAILED)
+                return log_error_errno(-errno, "Failed to map %s/" JOURNAL_FILE ": %m", d->path);
+        d->journal_map = p;
+        d->journal_map_size = (size_t) st.st_size;
+        d->journal_size = d->journal_base = get_le64(d->journal_map + JOURNAL_END_OFFSET);
         return 0;
 }
 
@@ -1718,7 +1769,8 @@ static int state_build_snapshot(StateDir *d, SecretBuffer *out) {
 static int state_checkpoint_begin(StateDir *d, bool keep_active, StateJob **ret) {
         _cleanup_(state_job_freep) StateJob *j = NULL;
         SecretBuffer next = {};
-        uint8_t h[LOG_HEADER_SIZE];
+        uint8_t h[LOG_HEADER_SIZE], *map = NULL;
+        size_t map_size = 0;
         int r, fd = -EBADF;
 
         if (d->journal_fd >= 0) {
@@ -1734,8 +1786,6 @@ static int state_checkpoint_begin(StateDir *d, bool keep_active, StateJob **ret)
                 r = state_build_snapshot(d, &j->records);
 
         log_header_build(h, JOURNAL_MAGIC, d->generation + 1, d->boot);
-        if (r >= 0)
-                r = secret_buffer_append(&next, h, sizeof(h));
         for (StatePool *sp = d->pools; sp && r >= 0; sp = sp->next)
                 for (size_t i = 0; i < sp->pool->n_blocks && r >= 0; i++) {
                         Block *b = sp->pool->blocks[i];
@@ -1752,27 +1802,37 @@ static int state_checkpoint_begin(StateDir *d, bool keep_active, StateJob **ret)
                 }
         if (r >= 0) {
                 fd = openat(d->dir_fd, JOURNAL_NEXT_FILE,
-                            O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+                            O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
                 if (fd < 0)
                         r = -errno;
         }
         if (r >= 0)
-                r = write_all(fd, &(struct iovec){next.data, next.size}, 1);
+                r = journal_reserve(fd, &map, &map_size, JOURNAL_DATA_OFFSET + next.size);
         if (r >= 0) {
+                memcpy(map, h, sizeof(h));
+                if (next.size > 0)
+                        memcpy(map + JOURNAL_DATA_OFFSET, next.data, next.size);
+                journal_set_end(map, JOURNAL_DATA_OFFSET + next.size);
                 j->journal_fd = fcntl(fd, F_DUPFD_CLOEXEC, 3);
                 if (j->journal_fd < 0)
                         r = -errno;
         }
         if (r < 0) {
+                if (map)
+                        (void) munmap(map, map_size);
                 safe_close(fd);
                 secret_buffer_done(&next);
                 return log_error_errno(r, "Failed to start a checkpoint in %s: %m", d->path);
         }
 
         j->old_journal_fd = d->journal_fd;
+        j->old_journal_map = d->journal_map;
+        j->old_journal_map_size = d->journal_map_size;
         d->journal_fd = fd;
-        d->journal_size = d->journal_base = next.size;
-        d->jpos += next.size;
+        d->journal_map = map;
+        d->journal_map_size = map_size;
+        d->journal_size = d->journal_base = JOURNAL_DATA_OFFSET + next.size;
+        d->jpos += JOURNAL_DATA_OFFSET + next.size;
         j->pos = d->jpos;
         d->generation++;
         /* Activations asked for and not durable yet are in the new journal's start now. */
@@ -1851,10 +1911,19 @@ static int state_read_journal(StateDir *d, const char *file, uint8_t **ret, size
 /* Applies a journal that must belong to the snapshot of generation expect. */
 static int state_apply_journal(StateDir *d, const char *file, uint8_t *buf, size_t n, bool tolerate_tail,
                                uint64_t expect) {
-        uint64_t gen;
+        uint64_t gen, end;
         int r;
 
-        r = state_parse_log(d, file, JOURNAL_MAGIC, buf, n, tolerate_tail, &gen);
+        if (!log_header_valid(buf, n, JOURNAL_MAGIC))
+                r = state_fail(d, file, "has a bad header");
+        else if (n < JOURNAL_DATA_OFFSET || n % JOURNAL_EXTENT != 0)
+                r = state_fail(d, file, "is truncated");
+        else if (get_le32(buf + LOG_HEADER_SIZE) != 0 ||
+                 (end = get_le64(buf + JOURNAL_END_OFFSET)) < JOURNAL_DATA_OFFSET || end > n)
+                r = state_fail(d, file, "has a bad end offset");
+        else
+                r = state_parse_log(d, file, JOURNAL_MAGIC, buf, JOURNAL_DATA_OFFSET, end, tolerate_tail,
+                                    &gen);
         explicit_bzero(buf, n);
         if (r < 0)
                 return r;
@@ -1903,7 +1972,8 @@ static int state_load(StateDir *d) {
                 return state_fail(d, RECORDS_FILE, "is missing");
         if (r < 0)
                 return log_error_errno(r, "Failed to read %s/" RECORDS_FILE ": %m", d->path);
-        r = state_parse_log(d, RECORDS_FILE, RECORDS_MAGIC, records, n_records, false, &gen_records);
+        r = state_parse_log(d, RECORDS_FILE, RECORDS_MAGIC, records, LOG_HEADER_SIZE, n_records, false,
+                            &gen_records);
         explicit_bzero(records, n_records);
         if (r < 0)
                 return r;
@@ -1931,12 +2001,14 @@ static int state_load(StateDir *d) {
                 return r;
         if (r >= 0) {
                 fold = true;
-                if (!log_header_valid(next, n_next, JOURNAL_MAGIC) && expect > gen_records &&
-                    journal_other_boot) {
-                        /* Created, and the system went down before it was synced: nothing relied on
-                         * it, since what relies on the journal syncs it first. */
+                if (!log_header_valid(next, n_next, JOURNAL_MAGIC) &&
+                    ((expect > gen_records && journal_other_boot) || memory_is_zero(next, n_next))) {
+                        /* Created, and the process stopped before its header or the system went
+                         * down before it was synced: nothing relied on it, since what relies on
+                         * the journal syncs it first. */
                         log_notice("State file %s/" JOURNAL_NEXT_FILE
-                                   " was not written completely before the system restarted; dropping it.",
+                                   " was not written completely before the process or the system stopped; "
+                                   "dropping it.",
                                    d->path);
                         d->generation = expect; /* its number is not used again */
                 } else {
@@ -2096,6 +2168,8 @@ StateDir *state_dir_free(StateDir *d) {
         sd_event_source_disable_unref(d->sync_timer);
         sd_event_source_disable_unref(d->checkpoint_timer);
         sd_event_unref(d->event);
+        if (d->journal_map)
+                (void) munmap(d->journal_map, d->journal_map_size);
         safe_close(d->journal_fd);
         safe_close(d->psrd_fd);
         safe_close(d->lock_fd);

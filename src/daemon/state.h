@@ -17,7 +17,8 @@
  *   journal.next the journal of a checkpoint being written, read after the journal
  *
  * Every file is written to a temporary name, synced and renamed, and the directory is synced;
- * the journal is only appended to. Every file carries a format version and CRC-32 checksums, so a
+ * the journal is only appended to (a file allocated ahead and mapped: a record is a copy, no system
+ * call). Every file carries a format version and CRC-32 checksums, so a
  * truncated or corrupted file is refused at start-up with its name, never used.
  *
  * The event loop waits for the disk only for a reservation that the handing out overtook: an I/O
@@ -27,7 +28,7 @@
  * that issued the block.
  *
  * The guarantees, and what they cost:
- *  - Changes are written to the journal (one write() for all made since the last) before any reply
+ *  - Changes are written to the journal (one copy for all made since the last) before any reply
  *    leaves the node (state_dir_flush() from the HTTP server's reply hook), so they survive the
  *    process (kill -9); the journal is synced within 200 ms, at every checkpoint and where a
  *    guarantee below needs it.

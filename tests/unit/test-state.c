@@ -29,8 +29,11 @@
 /* The most an own pool is reserved ahead of what it handed out. */
 #define RESERVE_CHUNK_MAX (16u * 1024u)
 
-/* Journal header: magic, generation, boot ID, CRC of the 32 bytes before it. */
+/* Journal header: magic, generation, boot ID, CRC of the 32 bytes before it; then zero, where the
+ * records end, and the records. */
 #define JOURNAL_HEADER_SIZE 36u
+#define JOURNAL_END_OFFSET  40u
+#define JOURNAL_DATA_OFFSET 48u
 
 /* ---- files and directories ---- */
 
@@ -198,23 +201,54 @@ static bool block_file_exists(const char *dir, const Uuid *u) {
 }
 
 /* Flips bit 0 of the byte at offset, counted from the end when negative. */
+/* Where a file's contents end: a journal's header says where its records end (its file is
+ * allocated ahead); other files end with their last byte. */
+static size_t file_data_end(const char *path, const uint8_t *buf, size_t n) {
+        const char *base = strrchr(path, '/');
+        uint64_t end;
+
+        if (!base || strncmp(base + 1, "journal", strlen("journal")) != 0)
+                return n;
+        assert_true(n >= JOURNAL_DATA_OFFSET);
+        memcpy(&end, buf + JOURNAL_END_OFFSET, sizeof(end));
+        assert_true(le64toh(end) <= n);
+        return le64toh(end);
+}
+
+/* Flips a bit of the byte at offset, counted back from the end of the contents if negative. */
 static void file_flip(const char *path, ssize_t offset) {
-        size_t n;
+        size_t n, end;
         uint8_t *buf = file_read(path, &n);
 
+        end = file_data_end(path, buf, n);
         if (offset < 0)
-                offset += (ssize_t) n;
-        assert_true(offset >= 0 && (size_t) offset < n);
+                offset += (ssize_t) end;
+        assert_true(offset >= 0 && (size_t) offset < end);
         buf[offset] ^= 0x01;
         file_write(path, buf, n);
         free(buf);
 }
 
-static void file_flip_middle(const char *path) {
-        struct stat st;
+/* Garbles the last bytes of a journal's records: what a power loss can leave of a write. */
+static void journal_tear(const char *path, size_t bytes) {
+        size_t n, end;
+        uint8_t *buf = file_read(path, &n);
 
-        assert_int_equal(stat(path, &st), 0);
-        file_flip(path, st.st_size / 2);
+        end = file_data_end(path, buf, n);
+        assert_true(end >= JOURNAL_DATA_OFFSET + bytes);
+        for (size_t i = end - bytes; i < end; i++)
+                buf[i] ^= 0xa5;
+        file_write(path, buf, n);
+        free(buf);
+}
+
+static void file_flip_middle(const char *path) {
+        size_t n, end;
+        uint8_t *buf = file_read(path, &n);
+
+        end = file_data_end(path, buf, n);
+        free(buf);
+        file_flip(path, (ssize_t) end / 2);
 }
 
 static void file_cut(const char *path, size_t bytes) {
@@ -1065,7 +1099,7 @@ static void test_corruption(void **state) {
                 assert_non_null(p);
                 buf = file_read(p, &n);
                 /* The journal has more than its header. */
-                assert_true(n > JOURNAL_HEADER_SIZE + 8);
+                assert_true(file_data_end(p, buf, n) > JOURNAL_DATA_OFFSET + 8);
 
                 file_flip_middle(p);
                 print_message("flipped a byte in %s\n", files[i]);
@@ -1087,6 +1121,21 @@ static void test_corruption(void **state) {
                 file_write(p, buf, n);
                 assert_int_equal(state_open_error(e, dir), -EBADMSG);
                 tree_restore(pristine, dir);
+
+                if (i == 1) {
+                        /* Where the journal's records end: past the file, before the records. */
+                        uint64_t bad[] = {htole64(n + 1), htole64(JOURNAL_DATA_OFFSET - 1)};
+
+                        for (size_t k = 0; k < ELEMENTSOF(bad); k++) {
+                                uint8_t *copy = file_read(p, &n);
+
+                                memcpy(copy + JOURNAL_END_OFFSET, &bad[k], sizeof(bad[k]));
+                                file_write(p, copy, n);
+                                free(copy);
+                                assert_int_equal(state_open_error(e, dir), -EBADMSG);
+                                tree_restore(pristine, dir);
+                        }
+                }
 
                 free(buf);
                 free(p);
@@ -1272,7 +1321,7 @@ static void test_checkpoint_next_journal(void **state) {
         Orig o;
 
         (void) state;
-        for (unsigned variant = 0; variant < 3; variant++) {
+        for (unsigned variant = 0; variant < 4; variant++) {
                 Seen seen = {};
 
                 dir = tmpdir_new();
@@ -1307,6 +1356,12 @@ static void test_checkpoint_next_journal(void **state) {
                         assert_int_equal(state_open_error(e, dir), -EBADMSG);
                         journal_set_other_boot(dir);
                 }
+                if (variant == 3) {
+                        /* Created, and the process stopped before its header was in it: nothing
+                         * relied on it, so it is dropped on the same boot too. */
+                        assert_int_equal(truncate(next, 0), 0);
+                        assert_int_equal(truncate(next, 4096), 0);
+                }
 
                 d = state_open(e, dir);
                 assert_int_equal(access(next, F_OK), -1);
@@ -1322,9 +1377,15 @@ static void test_checkpoint_next_journal(void **state) {
                                 assert_int_equal(pool_take(p, again, 0, NULL), -EALREADY);
                                 allocation_free(again);
                         }
-                } else
+                } else if (variant == 2)
                         /* The journal of the earlier boot says the block was active: burned. */
                         assert_int_equal(p->blocks[0]->n_used, p->blocks[0]->size);
+                else {
+                        /* Only what the old journal holds. */
+                        assert_int_equal(seen.n, 0);
+                        assert_int_equal(p->blocks[0]->n_used, 20);
+                        assert_range(p->blocks[0], 10, 20, true);
+                }
                 state_drop(d, &p, 1);
 
                 for (size_t i = 0; i < 2; i++)
@@ -1513,7 +1574,7 @@ static void test_reboot(void **state) {
         tree_restore(pristine, dir);
 
         /* A torn last record: lost by the reboot, tolerated... */
-        file_cut(journal, 5);
+        journal_tear(journal, 5);
         journal_set_other_boot(dir);
         d = state_open(e, dir);
         assert_true(state_dir_peer_burned(d, PEER));
@@ -1524,8 +1585,25 @@ static void test_reboot(void **state) {
         tree_restore(pristine, dir);
 
         /* ...but not within one boot, where nothing is lost that was written. */
-        file_cut(journal, 5);
+        journal_tear(journal, 5);
         assert_int_equal(state_open_error(e, dir), -EBADMSG);
+        tree_restore(pristine, dir);
+
+        /* What lies past the records' end is a record a kill -9 cut short: ignored. */
+        {
+                size_t n, end;
+                uint8_t *buf = file_read(journal, &n);
+
+                end = file_data_end(journal, buf, n);
+                memset(buf + end, 0x5a, 40);
+                file_write(journal, buf, n);
+                free(buf);
+        }
+        d = state_open(e, dir);
+        assert_false(state_dir_peer_burned(d, PEER));
+        p = state_take(d, PEER, POOL_OWNER_PEER);
+        assert_int_equal(p->blocks[0]->n_used, 150);
+        state_drop(d, &p, 1);
 
         free(journal);
         orig_done(o, 2);
