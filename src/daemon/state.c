@@ -453,9 +453,9 @@ static void state_block_free(StateBlock *sb) {
         free(sb);
 }
 
+/* The header of a block's file, but for its checksums (block_file_seal()). */
 static void block_header_build(const StateBlock *sb, uint8_t h[BLOCK_HEADER_SIZE]) {
         const Block *b = sb->block;
-        uint32_t crc;
 
         memset(h, 0, BLOCK_HEADER_SIZE);
         memcpy(h, BLOCK_MAGIC, 8);
@@ -468,18 +468,22 @@ static void block_header_build(const StateBlock *sb, uint8_t h[BLOCK_HEADER_SIZE
         put_le64(h + 40, sb->reserve_pos > 0 ? MAX(sb->reserved, sb->reserve_want) : sb->reserved);
         put_le64(h + 48, sb->seq);
         (void) strncpy((char *) h + 56, sb->pool->peer, PEER_NAME_MAX - 1);
-        crc = crc32_update(0, b->data, b->size);
-        crc = crc32_update(crc, b->used, bitmap_size(b->size));
-        put_le32(h + 120, crc);
-        put_le32(h + 124, crc32_update(0, h, 124));
+}
+
+/* Puts the checksums into a block's file (header, data, bitmap): done by the I/O thread, as they
+ * take a while for a large block. */
+static void block_file_seal(uint8_t *f, size_t size) {
+        put_le32(f + 120, crc32_update(0, f + BLOCK_HEADER_SIZE, size - BLOCK_HEADER_SIZE));
+        put_le32(f + 124, crc32_update(0, f, 124));
 }
 
 /* ---- the I/O thread ----
  *
  * File work the event loop would otherwise wait for runs in the I/O thread, in the order it was
  * asked for: syncs of the journal, new block files, checkpoints. The loop goes on meanwhile, and
- * whatever a kill -9 must not lose reaches the kernel from the loop first (journal records, a new
- * block's file, the removal of a block's file). What must be durable before a byte leaves (a
+ * whatever a kill -9 must not lose reaches the kernel from the loop first (journal records, the
+ * removal of a block's file) or before anything depends on it (a new block's file, see
+ * state_block_write_new()). What must be durable before a byte leaves (a
  * reservation of an own pool, the first take from a peer's block) is asked for ahead of need; only
  * when the need comes first does the loop sync itself.
  *
@@ -600,6 +604,7 @@ static int job_write_files(StateJob *j) {
                 for (started = 0; started < n; started++) {
                         FileCopy *f = j->files + i + started;
 
+                        block_file_seal(f->data, f->size);
                         r = file_begin_atomic(psrd_fd, f->name, &(struct iovec){f->data, f->size}, 1,
                                               &fds[started]);
                         if (r < 0) {
@@ -635,6 +640,7 @@ static int job_write_new(StateJob *j) {
         _cleanup_close_ int fd = -EBADF;
         int r;
 
+        block_file_seal(f->data, f->size);
         (void) snprintf(tmp, sizeof(tmp), "%s" TMP_SUFFIX, f->name);
         fd = openat(j->dir->psrd_fd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
         if (fd < 0)
