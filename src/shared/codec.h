@@ -27,8 +27,9 @@ char *base64_encode_into(const void *p, size_t n, char *buf);
  * with erase_and_free(*ret, *ret_size)). Returns 0, -EINVAL for malformed input, -ENOMEM. */
 int base64_decode(const char *s, size_t len, uint8_t **ret, size_t *ret_size);
 /* The same into buf of buf_size bytes, which the caller owns (and wipes when it holds secrets).
- * Returns 0, -EINVAL for malformed input, -ENOBUFS when the bytes do not fit; buf is untouched
- * on failure. */
+ * Returns 0, -EINVAL for malformed input, -ENOBUFS when the bytes do not fit. Decoding and
+ * checking are one pass: after -EINVAL the first bytes of buf (as many as the text would have
+ * decoded to) are zero; after any other failure buf is untouched. */
 int base64_decode_into(const char *s, size_t len, uint8_t *buf, size_t buf_size, size_t *ret_size);
 
 /* A fresh random (version 4) UUID from the kernel's CSPRNG; returns 0 or a negative errno. */

@@ -128,6 +128,116 @@ static void test_base64_malformed(void **state) {
         }
 }
 
+/* The 6-bit value of c, or -1: the alphabet spelled out, as a reference for the decoder. */
+static int reference_value(unsigned char c) {
+        static const char alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        const char *p = c != 0 ? memchr(alphabet, c, 64) : NULL;
+
+        return p ? (int) (p - alphabet) : -1;
+}
+
+static void test_base64_every_byte(void **state) {
+        /* Each byte value at each position of a full group, of a group with one padding character and
+         * of a group with two, in the middle of a text and at its end: accepted exactly when it is in
+         * the alphabet (and leaves the bits the padding discards zero), with the value it stands for. */
+        static const char *const templates[] = {"QUJDREVG", "QUJDREU=", "QUJDRA=="};
+
+        for (size_t t = 0; t < ELEMENTSOF(templates); t++)
+                for (size_t pos = 0; pos < 8; pos++)
+                        for (unsigned c = 0; c < 256; c++) {
+                                char text[9];
+                                uint8_t out[6], expect[6];
+                                size_t n_pad = t, n = 4242, m = 0;
+                                int v = reference_value((unsigned char) c), r;
+                                bool ok;
+
+                                if (pos >= 8 - n_pad)
+                                        continue;
+                                memcpy(text, templates[t], sizeof(text));
+                                text[pos] = (char) c;
+
+                                /* Expected bytes, from the reference alphabet. */
+                                ok = v >= 0;
+                                if (ok) {
+                                        uint64_t bits = 0;
+
+                                        for (size_t i = 0; i < 8 - n_pad; i++)
+                                                bits = bits << 6 |
+                                                       (uint64_t) reference_value((unsigned char) text[i]);
+                                        /* The padding discards the low 2 (one '=') or 4 (two) bits;
+                                         * they must be zero. */
+                                        if ((bits & ((UINT64_C(1) << (2 * n_pad)) - 1)) != 0)
+                                                ok = false;
+                                        bits >>= 2 * n_pad;
+                                        m = 6 - n_pad;
+                                        for (size_t i = 0; i < m; i++)
+                                                expect[i] = (uint8_t) (bits >> (8 * (m - 1 - i)));
+                                }
+
+                                memset(out, 0xaa, sizeof(out));
+                                r = base64_decode_into(text, 8, out, sizeof(out), &n);
+                                if (!ok) {
+                                        assert_int_equal(r, -EINVAL);
+                                        assert_int_equal(n, 4242);
+                                        continue;
+                                }
+                                assert_int_equal(r, 0);
+                                assert_int_equal(n, m);
+                                assert_memory_equal(out, expect, m);
+                        }
+}
+
+static void test_base64_decode_into(void **state) {
+        uint8_t buf[8], zero[8] = {};
+        size_t n = 4242;
+
+        /* Too small a buffer is -ENOBUFS for good text, -EINVAL for bad text, and leaves it alone. */
+        memset(buf, 0xaa, sizeof(buf));
+        assert_int_equal(base64_decode_into("Zm9vYmFy", 8, buf, 5, &n), -ENOBUFS);
+        assert_int_equal(base64_decode_into("Zm9vYm!y", 8, buf, 5, &n), -EINVAL);
+        assert_int_equal(base64_decode_into("Zm9vYh==", 8, buf, 3, &n), -EINVAL);
+        assert_int_equal(base64_decode_into("Zm9vYg==", 8, buf, 3, &n), -ENOBUFS);
+        assert_int_equal(n, 4242);
+        assert_int_equal(buf[0], 0xaa);
+
+        /* Text that goes wrong late leaves no decoded byte behind. */
+        assert_int_equal(base64_decode_into("Zm9vYm!y", 8, buf, sizeof(buf), &n), -EINVAL);
+        assert_memory_equal(buf, zero, 6);
+        assert_int_equal(buf[6], 0xaa);
+        assert_int_equal(n, 4242);
+
+        /* A long text is decoded in runs: a bad character is caught in any of them, and in the last
+         * group, whatever came before. */
+        {
+                uint8_t in[768], out[768];
+                _cleanup_free_ char *text = NULL;
+                size_t l;
+
+                for (size_t i = 0; i < sizeof(in); i++)
+                        in[i] = (uint8_t) (i * 7);
+                assert_int_equal(base64_encode(in, sizeof(in), &text), 0);
+                l = strlen(text);
+                assert_int_equal(base64_decode_into(text, l, out, sizeof(out), &n), 0);
+                assert_int_equal(n, sizeof(in));
+                assert_memory_equal(out, in, sizeof(in));
+                for (size_t pos = 0; pos < l; pos += 13) {
+                        char saved = text[pos];
+
+                        text[pos] = pos % 2 ? '.' : '\x80';
+                        assert_int_equal(base64_decode_into(text, l, out, sizeof(out), &n), -EINVAL);
+                        text[pos] = saved;
+                }
+                n = 4242;
+        }
+
+        /* An exact fit, and the empty text. */
+        assert_int_equal(base64_decode_into("Zm9vYmE=", 8, buf, 5, &n), 0);
+        assert_int_equal(n, 5);
+        assert_memory_equal(buf, "fooba", 5);
+        assert_int_equal(base64_decode_into("", 0, NULL, 0, &n), 0);
+        assert_int_equal(n, 0);
+}
+
 static void test_base64_length(void **state) {
         assert_int_equal(base64_encoded_length(0), 0);
         assert_int_equal(base64_encoded_length(1), 4);
@@ -380,6 +490,8 @@ int main(void) {
                 cmocka_unit_test(test_base64_all_bytes),
                 cmocka_unit_test(test_base64_mac_vector),
                 cmocka_unit_test(test_base64_malformed),
+                cmocka_unit_test(test_base64_every_byte),
+                cmocka_unit_test(test_base64_decode_into),
                 cmocka_unit_test(test_base64_length),
                 cmocka_unit_test(test_uuid_parse),
                 cmocka_unit_test(test_uuid_bytes),
