@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <assert.h>
 #include <endian.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -53,7 +54,6 @@ struct KeyOp {
         char *slave_sae;
         uint8_t *key;
         size_t key_size;
-        HubExchange exchanges[CLIENT_HUBS_MAX];
         size_t n_exchanges;
         unsigned n_pending;
         unsigned n_ok;
@@ -63,6 +63,9 @@ struct KeyOp {
         sd_event_source *defer;
         KeyOpDone done;
         void *userdata;
+        /* One per hub, sized to the configured hubs: with the room for CLIENT_HUBS_MAX, every
+         * operation was a large allocation, which makes malloc() consolidate its free lists. */
+        HubExchange exchanges[];
 };
 
 static void exchange_set_outcome(HubExchange *x, HubOutcome outcome, const char *format, ...) _printf_(3, 4);
@@ -209,7 +212,8 @@ static int key_op_new(Manager *m, KeyOpKind kind, const char *master_sae, const 
                       KeyOpDone done, void *userdata, KeyOp **ret) {
         _cleanup_(key_op_freep) KeyOp *op = NULL;
 
-        op = calloc(1, sizeof(KeyOp));
+        assert(m->n_hubs <= CLIENT_HUBS_MAX);
+        op = calloc(1, sizeof(KeyOp) + m->n_hubs * sizeof(HubExchange));
         if (!op)
                 return -ENOMEM;
         *op = (KeyOp){
