@@ -16,8 +16,10 @@
 #define MAX_RESPONSE_HEADERS ((size_t) 64 * 1024)
 /* Connections kept alive across calls, for all hosts together: enough for every call in flight. */
 #define MAX_CACHED_CONNECTIONS 256L
-#define FREE_CALLS_MAX         64u
-#define KEEP_BUFFER_MAX        ((size_t) 64 * 1024)
+/* Recycled calls, as many as there are cached connections: a burst of calls then finds easy handles
+ * ready, rather than creating and destroying one per call beyond the cap. */
+#define FREE_CALLS_MAX  256u
+#define KEEP_BUFFER_MAX ((size_t) 64 * 1024)
 /* curl's deadlines are request and connect timeouts: firing them a little late costs nothing, while
  * re-arming the timer on every change costs a system call. */
 #define TIMER_ACCURACY_MAX_USEC ((uint64_t) 1000 * 1000)
@@ -704,6 +706,10 @@ static int call_setup_fixed(HttpCall *call) {
         SETOPT(e, CURLOPT_TCP_NODELAY, 1L);
         SETOPT(e, CURLOPT_TCP_KEEPALIVE, 1L);
         SETOPT(e, CURLOPT_USERAGENT, PACKAGE_NAME "/" PACKAGE_VERSION);
+        /* Peers are called directly at the URLs configured for them. Left unset, curl looks up the
+         * proxy environment variables again for every transfer. */
+        SETOPT(e, CURLOPT_PROXY, "");
+        SETOPT(e, CURLOPT_NOPROXY, "");
         SETOPT(e, CURLOPT_WRITEFUNCTION, call_on_write);
         SETOPT(e, CURLOPT_WRITEDATA, call);
         SETOPT(e, CURLOPT_HEADERFUNCTION, call_on_header);
