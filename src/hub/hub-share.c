@@ -36,7 +36,6 @@ int share_new(const Uuid *key_id, unsigned share_index, PeerClient *master_clien
 Share *share_free(Share *s) {
         if (!s)
                 return NULL;
-        sd_event_source_disable_unref(s->expiry_source);
         free(s->master_sae_id);
         free(s->slave_sae_id);
         erase_and_free(s->value, s->size);
@@ -51,6 +50,8 @@ bool share_equal(const Share *a, const Share *b) {
                secret_equal(a->value, b->value, a->size);
 }
 
+static int store_on_expiry(sd_event_source *source, uint64_t usec, void *userdata);
+
 int share_store_init(ShareStore *st, sd_event *event) {
         int r;
 
@@ -58,7 +59,11 @@ int share_store_init(ShareStore *st, sd_event *event) {
         r = hub_hashmap_new(&st->by_key_id);
         if (r < 0)
                 return r;
-        return 0;
+        r = sd_event_add_time(event, &st->expiry_source, CLOCK_MONOTONIC, 0, 0, store_on_expiry, st);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(st->expiry_source, "share-expiry");
+        return sd_event_source_set_enabled(st->expiry_source, SD_EVENT_OFF);
 }
 
 void share_store_done(ShareStore *st) {
@@ -66,23 +71,60 @@ void share_store_done(ShareStore *st) {
         while (st->head)
                 share_store_remove(st, st->head, SHARE_REMOVAL_DROPPED);
         st->by_key_id = hub_hashmap_free(st->by_key_id);
+        st->expiry_source = sd_event_source_disable_unref(st->expiry_source);
 }
 
 Share *share_store_get(const ShareStore *st, const Uuid *key_id) {
         return hub_hashmap_get(st->by_key_id, key_id->bytes, sizeof(key_id->bytes));
 }
 
-static int share_expired(sd_event_source *source, uint64_t usec, void *userdata) {
-        Share *s = userdata;
-        char id[UUID_STRING_MAX];
+/* Makes the timer go off at usec at the latest. It is not put back when the first share leaves
+ * early: going off before any share is due only sets it again, once per time to live at most. */
+static int store_arm(ShareStore *st, uint64_t usec) {
+        int r;
 
-        log_info("Share %u of key %s from client %s expired undelivered.", s->share_index,
-                 uuid_to_string(&s->key_id, id), s->master_client->name);
-        share_store_remove(s->store, s, SHARE_REMOVAL_EXPIRED);
+        if (st->expiry_armed && st->expiry_due_usec <= usec)
+                return 0;
+        r = sd_event_source_set_time(st->expiry_source, usec);
+        if (r < 0)
+                return r;
+        r = sd_event_source_set_enabled(st->expiry_source, SD_EVENT_ONESHOT);
+        if (r < 0)
+                return r;
+        st->expiry_due_usec = usec;
+        st->expiry_armed = true;
+        return 0;
+}
+
+static int store_on_expiry(sd_event_source *source, uint64_t usec, void *userdata) {
+        ShareStore *st = userdata;
+        uint64_t now;
+        int r;
+
+        st->expiry_armed = false;
+        r = sd_event_now(st->event, CLOCK_MONOTONIC, &now);
+        if (r < 0)
+                now = usec;
+
+        while (st->head && st->head->expires_usec <= now) {
+                Share *s = st->head;
+                char id[UUID_STRING_MAX];
+
+                log_info("Share %u of key %s from client %s expired undelivered.", s->share_index,
+                         uuid_to_string(&s->key_id, id), s->master_client->name);
+                share_store_remove(st, s, SHARE_REMOVAL_EXPIRED);
+        }
+
+        if (st->head) {
+                r = store_arm(st, st->head->expires_usec);
+                if (r < 0)
+                        log_error_errno(r, "Failed to arm the share expiry timer: %m");
+        }
         return 0;
 }
 
 int share_store_add(ShareStore *st, Share *s, uint64_t ttl_usec) {
+        Share *after;
         uint64_t now;
         int r;
 
@@ -91,11 +133,14 @@ int share_store_add(ShareStore *st, Share *s, uint64_t ttl_usec) {
                 return r;
         s->expires_usec = ttl_usec > UINT64_MAX - now ? UINT64_MAX - 1 : now + ttl_usec;
 
-        r = sd_event_add_time(st->event, &s->expiry_source, CLOCK_MONOTONIC, s->expires_usec, 0,
-                              share_expired, s);
-        if (r < 0)
-                return r;
-        (void) sd_event_source_set_description(s->expiry_source, "share-expiry");
+        /* With one time to live a new share goes last: the walk stops at once. */
+        for (after = st->tail; after && after->expires_usec > s->expires_usec; after = after->prev)
+                ;
+        if (!after) {
+                r = store_arm(st, s->expires_usec);
+                if (r < 0)
+                        return r;
+        }
 
         r = hub_hashmap_put(st->by_key_id, s->key_id.bytes, sizeof(s->key_id.bytes), s);
         if (r >= 0) {
@@ -103,19 +148,20 @@ int share_store_add(ShareStore *st, Share *s, uint64_t ttl_usec) {
                 if (r < 0)
                         (void) hub_hashmap_remove(st->by_key_id, s->key_id.bytes, sizeof(s->key_id.bytes));
         }
-        if (r < 0) {
-                s->expiry_source = sd_event_source_disable_unref(s->expiry_source);
+        if (r < 0)
                 return r;
-        }
 
         s->store = st;
-        s->prev = st->tail;
-        s->next = NULL;
-        if (st->tail)
-                st->tail->next = s;
+        s->prev = after;
+        s->next = after ? after->next : st->head;
+        if (s->next)
+                s->next->prev = s;
+        else
+                st->tail = s;
+        if (after)
+                after->next = s;
         else
                 st->head = s;
-        st->tail = s;
         st->n_shares++;
         s->master_client->n_shares++;
         s->master_client->n_shares_posted++;

@@ -31,8 +31,7 @@ struct Share {
         uint8_t *value;
         size_t size;
         uint64_t expires_usec; /* CLOCK_MONOTONIC */
-        sd_event_source *expiry_source;
-        Share *prev, *next; /* arrival order */
+        Share *prev, *next;    /* by expiry, then arrival: arrival order while the time to live stays */
 };
 
 struct ShareStore {
@@ -40,6 +39,11 @@ struct ShareStore {
         struct StateDir *state; /* where additions and removals are journaled; NULL: nowhere */
         HubHashmap *by_key_id;
         Share *head, *tail;
+        /* One timer for the whole store, due at or before the first expiry: a time source per share
+         * cost an allocation and two priority queue updates for each share posted and delivered. */
+        sd_event_source *expiry_source;
+        uint64_t expiry_due_usec; /* while expiry_armed */
+        bool expiry_armed;
         size_t n_shares;
         uint64_t n_expired;
         uint64_t n_delivered;

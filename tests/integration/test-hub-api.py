@@ -761,6 +761,33 @@ class TtlTests(HubTestCase):
         self.assertError(r, 404, "Unknown key ID")
 
 
+class TtlOrderTests(HubTestCase):
+    config = "[Hub]\nShareTTL=2s\n"
+
+    def test_later_share_outlives_a_delivered_one(self):
+        # The first share leaves early; the second still gets its whole time to live, then expires.
+        carol = self.peer("carol", ["sam"])
+        connie = self.peer("connie", ["sofia"])
+        first, second = new_key_id(), new_key_id()
+        start = time.monotonic()
+        self.assertEqual(carol.post_share("sam", "sofia", first, 0, os.urandom(16)).status, 200)
+        time.sleep(1.0)
+        second_posted = time.monotonic()
+        self.assertEqual(carol.post_share("sam", "sofia", second, 0, os.urandom(16)).status, 200)
+        r, _, _ = connie.get_share("sam", "sofia", first)
+        self.assertEqual(r.status, 200)
+        time.sleep(max(0.0, start + 2.4 - time.monotonic()))
+        if time.monotonic() - second_posted < 1.9:
+            self.assertEqual(len(self.stored_shares()), 1, "the second share expired early")
+        deadline = time.monotonic() + 10
+        while self.stored_shares() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(self.stored_shares(), [])
+        self.assertEqual(self.hub.status()["nr_shares_expired"], 1)
+        r, _, _ = connie.get_share("sam", "sofia", second)
+        self.assertError(r, 404, "Unknown key ID")
+
+
 class RoutingTests(HubTestCase):
     config = "[Hub]\nMaxBodySize=4K\n"
 
