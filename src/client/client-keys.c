@@ -251,6 +251,31 @@ static int on_defer_finish(sd_event_source *s, void *userdata) {
         return 0;
 }
 
+/* The concatenation of the strings up to NULL, or NULL when out of memory: a request URL per hub call,
+ * without the cost of a printf. */
+static char *url_join(const char *first, ...) _sentinel_;
+
+static char *url_join(const char *first, ...) {
+        size_t n = 0;
+        va_list ap;
+        char *url, *p;
+
+        va_start(ap, first);
+        for (const char *s = first; s; s = va_arg(ap, const char *))
+                n += strlen(s);
+        va_end(ap);
+
+        url = malloc(n + 1);
+        if (!url)
+                return NULL;
+        p = url;
+        va_start(ap, first);
+        for (const char *s = first; s; s = va_arg(ap, const char *))
+                p = stpcpy(p, s);
+        va_end(ap);
+        return url;
+}
+
 /* Signs a request: 32 bytes of the client-owned pool key an HMAC over query || body. *ret_header
  * is the whole header line. */
 static int exchange_sign(HubExchange *x, const char *query, const char *body, size_t body_size,
@@ -411,7 +436,8 @@ static int exchange_start_scatter(HubExchange *x, const uint8_t *share, size_t s
         if (r < 0)
                 return r;
 
-        if (asprintf(&url, "%s/dske/api/v1/key-share", x->hub->url) < 0)
+        url = url_join(x->hub->url, "/dske/api/v1/key-share", NULL);
+        if (!url)
                 return -ENOMEM;
         headers[0] = content_type;
         headers[1] = signature;
@@ -504,8 +530,9 @@ static int exchange_start_gather(HubExchange *x) {
 
         /* The reference's parameter order; the MAC covers the query exactly as sent, which is the
          * tail of the URL. Names are restricted to URL-safe characters, so nothing needs escaping. */
-        if (asprintf(&url, "%s%sclient_name=%s&master_sae_id=%s&slave_sae_id=%s&key_id=%s", x->hub->url,
-                     path, m->config.name, op->master_sae, op->slave_sae, op->key_id_string) < 0)
+        url = url_join(x->hub->url, path, "client_name=", m->config.name, "&master_sae_id=", op->master_sae,
+                       "&slave_sae_id=", op->slave_sae, "&key_id=", op->key_id_string, NULL);
+        if (!url)
                 return -ENOMEM;
         n = strlen(x->hub->url) + sizeof(path) - 1;
         r = exchange_sign(x, url + n, NULL, 0, &signature);
