@@ -90,6 +90,7 @@ typedef struct FileCopy {
         uint8_t *data; /* header, data, bitmap: key material, wiped when freed */
         size_t size;
         bool drop_new;     /* the block's NEW_SUFFIX file goes once this one has its name */
+        bool from_new;     /* no data: the NEW_SUFFIX file, unchanged since, is synced and renamed */
         StateBlock *owner; /* event loop only */
         bool cancelled;
 } FileCopy;
@@ -440,6 +441,11 @@ static void block_file_name(const Block *b, char buf[static UUID_STRING_MAX + si
                         uuid_to_string(&b->uuid, u));
 }
 
+/* UUID.blk → UUID.new in place (the suffixes are as long). */
+static void block_file_name_to_new(char *name) {
+        memcpy(name + strlen(name) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
+}
+
 static void state_block_free(StateBlock *sb) {
         if (!sb)
                 return;
@@ -582,7 +588,7 @@ static int job_file_rename(StateJob *j, FileCopy *f, const char *from) {
                 char new[sizeof(f->name)];
 
                 memcpy(new, f->name, sizeof(new));
-                memcpy(new + strlen(new) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
+                block_file_name_to_new(new);
                 (void) unlinkat(d->psrd_fd, new, 0);
         }
         pthread_mutex_unlock(&d->files_lock);
@@ -604,9 +610,18 @@ static int job_write_files(StateJob *j) {
                 for (started = 0; started < n; started++) {
                         FileCopy *f = j->files + i + started;
 
-                        block_file_seal(f->data, f->size);
-                        r = file_begin_atomic(psrd_fd, f->name, &(struct iovec){f->data, f->size}, 1,
-                                              &fds[started]);
+                        if (f->from_new) {
+                                memcpy(tmp, f->name, sizeof(f->name));
+                                block_file_name_to_new(tmp);
+                                fds[started] = openat(psrd_fd, tmp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+                                /* Gone with its block, removed meanwhile: nothing to do. */
+                                if (fds[started] < 0 && errno != ENOENT)
+                                        r = -errno;
+                        } else {
+                                block_file_seal(f->data, f->size);
+                                r = file_begin_atomic(psrd_fd, f->name, &(struct iovec){f->data, f->size}, 1,
+                                                      &fds[started]);
+                        }
                         if (r < 0) {
                                 (void) job_fail(j, r, PSRD_DIR, f->name);
                                 break;
@@ -616,14 +631,21 @@ static int job_write_files(StateJob *j) {
                         FileCopy *f = j->files + i + k;
                         int q = 0;
 
-                        (void) snprintf(tmp, sizeof(tmp), "%s" TMP_SUFFIX, f->name);
+                        if (fds[k] < 0)
+                                continue;
+                        if (f->from_new) {
+                                memcpy(tmp, f->name, sizeof(f->name));
+                                block_file_name_to_new(tmp);
+                        } else
+                                (void) snprintf(tmp, sizeof(tmp), "%s" TMP_SUFFIX, f->name);
                         if (fsync(fds[k]) < 0)
                                 q = -errno;
                         safe_close(fds[k]);
                         if (q >= 0)
                                 q = job_file_rename(j, f, tmp);
                         if (q < 0) {
-                                (void) unlinkat(psrd_fd, tmp, 0);
+                                if (!f->from_new)
+                                        (void) unlinkat(psrd_fd, tmp, 0);
                                 if (r >= 0)
                                         r = job_fail(j, q, PSRD_DIR, f->name);
                         }
@@ -792,6 +814,18 @@ static void state_submit(StateDir *d, StateJob *j) {
 
 /* ---- PSRD blocks ---- */
 
+/* Makes f a write of sb's file, cancelled should the block be destroyed before it is done. */
+static void file_copy_attach(StateBlock *sb, FileCopy *f) {
+        block_file_name(sb->block, f->name);
+        for (size_t i = 0; i < ELEMENTSOF(sb->copies); i++)
+                if (!sb->copies[i]) {
+                        sb->copies[i] = f;
+                        f->owner = sb;
+                        break;
+                }
+        assert(f->owner);
+}
+
 /* Copies the block's file as it is now into f, for the I/O thread to write. */
 static int state_block_copy(StateBlock *sb, FileCopy *f) {
         const Block *b = sb->block;
@@ -804,19 +838,13 @@ static int state_block_copy(StateBlock *sb, FileCopy *f) {
         block_header_build(sb, f->data);
         memcpy(f->data + BLOCK_HEADER_SIZE, b->data, b->size);
         memcpy(f->data + BLOCK_HEADER_SIZE + b->size, b->used, bitmap_size(b->size));
-        block_file_name(b, f->name);
-        for (size_t i = 0; i < ELEMENTSOF(sb->copies); i++)
-                if (!sb->copies[i]) {
-                        sb->copies[i] = f;
-                        f->owner = sb;
-                        break;
-                }
-        assert(f->owner);
+        file_copy_attach(sb, f);
         return 0;
 }
 
 /* Copies every block that changed into j. */
 static int state_copy_dirty_blocks(StateDir *d, StateJob *j) {
+        FileCopy *f;
         size_t n = 0;
         int r;
 
@@ -838,10 +866,19 @@ static int state_copy_dirty_blocks(StateDir *d, StateJob *j) {
 
                         if (!sb || !(sb->dirty || sb->fresh_file))
                                 continue;
-                        r = state_block_copy(sb, j->files + j->n_files);
-                        if (r < 0)
-                                return r;
-                        j->files[j->n_files++].drop_new = sb->fresh_file;
+                        f = j->files + j->n_files++;
+                        if (sb->fresh_file && !sb->dirty) {
+                                /* Its file is as it arrived: written already, to be synced. */
+                                f->from_new = true;
+                                file_copy_attach(sb, f);
+                        } else {
+                                r = state_block_copy(sb, f);
+                                if (r < 0) {
+                                        j->n_files--;
+                                        return r;
+                                }
+                                f->drop_new = sb->fresh_file;
+                        }
                         sb->fresh_file = false;
                         sb->dirty = false;
                 }
@@ -849,10 +886,10 @@ static int state_copy_dirty_blocks(StateDir *d, StateJob *j) {
 }
 
 /* A new block's file is written by the I/O thread (under a temporary name, renamed when complete),
- * so that it survives the process soon, and not synced: the next checkpoint writes it as a block
- * file, synced, with the others. A block that is gone after a crash cannot be used twice, and the
- * peer is told that it is unknown when it names it; a hub answers a PSRD fetch only once the file
- * is written (state_dir_call_when_written()). */
+ * so that it survives the process soon, and not synced: the next checkpoint syncs it and gives it
+ * its block file's name, or writes the block file anew if the block changed meanwhile. A block that is gone
+ * after a crash cannot be used twice, and the peer is told that it is unknown when it names it; a hub
+ * answers a PSRD fetch only once the file is written (state_dir_call_when_written()). */
 static int state_block_write_new(StateBlock *sb) {
         StateDir *d = sb->pool->dir;
         StateJob *j;
@@ -869,7 +906,7 @@ static int state_block_write_new(StateBlock *sb) {
                 return log_oom();
         }
         j->n_files = 1;
-        memcpy(f->name + strlen(f->name) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
+        block_file_name_to_new(f->name);
         sb->fresh_file = true;
         d->changed = true;
         state_submit(d, j);
@@ -893,7 +930,7 @@ static void state_block_unlink(StateBlock *sb) {
                 if (sb->copies[i])
                         sb->copies[i]->cancelled = true;
         if (renameat(d->psrd_fd, name, d->psrd_fd, gone) < 0) {
-                memcpy(name + strlen(name) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
+                block_file_name_to_new(name);
                 if (errno != ENOENT || (renameat(d->psrd_fd, name, d->psrd_fd, gone) < 0 && errno != ENOENT))
                         r = -errno;
         }
@@ -1265,7 +1302,7 @@ static int state_load_block(StateDir *d, const char *name, bool fresh) {
                 return r;
         block_file_name(b, expect);
         if (fresh)
-                memcpy(expect + strlen(expect) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
+                block_file_name_to_new(expect);
         if (!streq(expect, name))
                 goto corrupt;
         (void) block_burn_bitmap(b, buf + BLOCK_HEADER_SIZE + size);
@@ -1391,7 +1428,7 @@ static int state_load_blocks(StateDir *d, bool *ret_any) {
                                 continue;
                         block_file_name(sb->block, to);
                         memcpy(from, to, sizeof(from));
-                        memcpy(from + strlen(from) - strlen(BLOCK_SUFFIX), NEW_SUFFIX, strlen(NEW_SUFFIX));
+                        block_file_name_to_new(from);
                         file_fd = openat(d->psrd_fd, from, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
                         if (file_fd < 0 || fsync(file_fd) < 0 ||
                             renameat(d->psrd_fd, from, d->psrd_fd, to) < 0)

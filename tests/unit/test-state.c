@@ -1416,9 +1416,9 @@ static void test_new_block_file(void **state) {
         sd_event *e = event_new();
         Allocation *a;
         StateDir *d;
-        Block *b;
+        Block *b, *w;
         Pool *p;
-        Orig o[3];
+        Orig o[5];
         uint8_t *copy;
         size_t n;
 
@@ -1466,12 +1466,37 @@ static void test_new_block_file(void **state) {
         p = state_take(d, PEER, POOL_OWNER_PEER);
         assert_int_equal(p->n_blocks, 2);
         assert_int_equal(access(z_new, F_OK), -1);
+
+        /* A checkpoint gives a new block's file its name, or writes it anew if the block changed. */
+        (void) block_add(p, 700, &o[3]);
+        w = block_add(p, 600, &o[4]);
+        a = names(w, 0, 30, NULL, 0, 0);
+        assert_int_equal(pool_take(p, a, 0, NULL), 0);
+        allocation_free(a);
+        assert_int_equal(state_dir_checkpoint(d), 0);
+        for (size_t i = 3; i < 5; i++) {
+                char *new = block_path(dir, &o[i].uuid, ".new"), *blk = block_path(dir, &o[i].uuid, ".blk");
+
+                assert_int_equal(access(new, F_OK), -1);
+                assert_int_equal(access(blk, F_OK), 0);
+                free(new);
+                free(blk);
+        }
+        state_drop(d, &p, 1);
+        d = state_open(e, dir);
+        p = state_take(d, PEER, POOL_OWNER_PEER);
+        assert_int_equal(p->n_blocks, 4);
+        assert_block(p->blocks[2], &o[3], NULL);
+        assert_int_equal(p->blocks[2]->n_used, 0);
+        assert_block(p->blocks[3], &o[4], NULL);
+        assert_int_equal(p->blocks[3]->n_used, 30);
+        assert_range(p->blocks[3], 0, 30, true);
         state_drop(d, &p, 1);
 
         free(x_new);
         free(x_blk);
         free(z_new);
-        orig_done(o, 3);
+        orig_done(o, 5);
         sd_event_unref(e);
         tmpdir_free(dir);
 }
