@@ -156,7 +156,10 @@ struct StateDir {
         /* Journal bytes written since open, across journals; how many of them are durable; how many
          * a reservation or an activation waits for. */
         uint64_t jpos, jpos_durable, jpos_wanted;
-        IoWorker *worker; /* NULL: file work runs on the caller's thread */
+        IoWorker *worker;      /* NULL: file work runs on the caller's thread */
+        IoWorker *sync_worker; /* journal syncs, which a checkpoint in the other thread does not delay */
+        int old_journal_fd;    /* while a checkpoint runs: the journal it replaces */
+        bool stopping;         /* the threads are being stopped: jobs run on the caller's thread */
         bool sync_running;
         bool checkpoint_running;
         pthread_mutex_t files_lock; /* renames in psrd/ by the thread against removals by the loop */
@@ -502,6 +505,7 @@ typedef enum StateJobType {
         JOB_UNLINK, /* delete a removed block's file */
         JOB_CHECKPOINT,
         JOB_BARRIER, /* nothing: done once the jobs before it are */
+        JOB_CLOSE,   /* nothing but closing its files, which can take long */
 } StateJobType;
 
 typedef struct StateJob {
@@ -714,12 +718,23 @@ static int state_job_run(IoJob *io) {
 
         switch (j->type) {
         case JOB_SYNC:
-                r = fdatasync(j->journal_fd) < 0 ? job_fail(j, -errno, "", JOURNAL_FILE) : 0;
+                /* While a checkpoint runs, the journal is its new one: the old one holds what came
+                 * before, and the new one's name is durable only once the directory is. */
+                if (j->old_journal_fd >= 0 && fdatasync(j->old_journal_fd) < 0)
+                        r = job_fail(j, -errno, "", JOURNAL_FILE);
+                else if (fdatasync(j->journal_fd) < 0)
+                        r = job_fail(j, -errno, "",
+                                     j->old_journal_fd >= 0 ? JOURNAL_NEXT_FILE : JOURNAL_FILE);
+                else if (j->old_journal_fd >= 0 && fsync(j->dir->dir_fd) < 0)
+                        r = job_fail(j, -errno, "", ".");
+                else
+                        r = 0;
                 break;
         case JOB_NEW:
                 r = job_write_new(j);
                 break;
         case JOB_BARRIER:
+        case JOB_CLOSE:
                 r = 0;
                 break;
         case JOB_UNLINK:
@@ -750,6 +765,7 @@ static void state_failed(StateDir *d, int error) {
 }
 
 static void state_sync_async(StateDir *d);
+static void state_submit(StateDir *d, StateJob *j);
 
 /* Activations and reservations whose records are durable now take effect. */
 static void state_promote(StateDir *d) {
@@ -785,8 +801,17 @@ static void state_job_done(IoJob *io, int r) {
 
         if (j->type == JOB_SYNC)
                 d->sync_running = false;
-        if (j->type == JOB_CHECKPOINT)
+        if (j->type == JOB_CHECKPOINT) {
+                StateJob *c = state_job_new(d, JOB_CLOSE, 0);
+
                 d->checkpoint_running = false;
+                /* Likely the replaced journal's last reference, whose closing frees its blocks. */
+                if (c) {
+                        c->journal_fd = TAKE_FD(d->old_journal_fd);
+                        state_submit(d, c);
+                } else
+                        d->old_journal_fd = safe_close(d->old_journal_fd);
+        }
         if (j->type == JOB_BARRIER)
                 j->written(j->written_userdata);
         else if (r < 0 && j->type == JOB_UNLINK)
@@ -806,8 +831,8 @@ static void state_job_done(IoJob *io, int r) {
 static void state_submit(StateDir *d, StateJob *j) {
         j->io.run = state_job_run;
         j->io.done = state_job_done;
-        if (d->worker)
-                io_worker_submit(d->worker, &j->io);
+        if (d->worker && !d->stopping)
+                io_worker_submit(j->type == JOB_SYNC ? d->sync_worker : d->worker, &j->io);
         else
                 state_job_done(&j->io, state_job_run(&j->io));
 }
@@ -1037,9 +1062,12 @@ static void state_sync_async(StateDir *d) {
         if (d->jpos <= d->jpos_durable || d->sync_running)
                 return; /* a running sync asks again when done, if needed */
         j = state_job_new(d, JOB_SYNC, 0);
-        if (j)
+        if (j) {
                 j->journal_fd = fcntl(d->journal_fd, F_DUPFD_CLOEXEC, 3);
-        if (!j || j->journal_fd < 0) {
+                if (d->old_journal_fd >= 0)
+                        j->old_journal_fd = fcntl(d->old_journal_fd, F_DUPFD_CLOEXEC, 3);
+        }
+        if (!j || j->journal_fd < 0 || (d->old_journal_fd >= 0 && j->old_journal_fd < 0)) {
                 state_job_free(j);
                 (void) state_dir_sync(d);
                 return;
@@ -1093,21 +1121,6 @@ static int state_block_reserve(StateBlock *sb, size_t end) {
         return 0;
 }
 
-/* Once less than a quarter of a chunk is left of an own block's reservation, the next one is asked
- * for in the background: up to three quarters of a chunk beyond what was handed out. A crash then
- * burns half a chunk on average, as with a chunk reserved at a time when needed. */
-static void state_block_reserve_ahead(StateBlock *sb, size_t end) {
-        StateDir *d = sb->pool->dir;
-        size_t chunk = reserve_chunk(sb->block);
-        size_t want = MIN(sb->block->size, end + chunk / 4 * 3);
-
-        if (sb->reserve_pos > 0 || sb->reserved >= sb->block->size || sb->reserved - end >= chunk / 4 ||
-            psrd_record(&d->pending, RECORD_PSRD_RESERVED, sb->pool, sb->block, want, 0) < 0)
-                return;
-        sb->reserve_want = want;
-        sb->reserve_pos = state_want_durable(d);
-}
-
 /* The block of sp after b that a pool takes from next: the first not used up. */
 static StateBlock *state_pool_next_block(StatePool *sp, const Block *b) {
         Pool *p = sp->pool;
@@ -1119,6 +1132,38 @@ static StateBlock *state_pool_next_block(StatePool *sp, const Block *b) {
                 if (p->blocks[i]->userdata && p->blocks[i]->n_used < p->blocks[i]->size)
                         return p->blocks[i]->userdata;
         return NULL;
+}
+
+/* Asks for sb to be reserved up to want in the background; the file it is copied into from now on
+ * says so (block_header_build()). */
+static void state_block_reserve_async(StateBlock *sb, size_t want) {
+        StateDir *d = sb->pool->dir;
+
+        if (psrd_record(&d->pending, RECORD_PSRD_RESERVED, sb->pool, sb->block, want, 0) < 0)
+                return;
+        sb->reserve_want = want;
+        sb->reserve_pos = state_want_durable(d);
+        sb->dirty = true;
+        d->changed = true;
+}
+
+/* Once less than a quarter of a chunk is left of an own block's reservation, the next one is asked
+ * for in the background: up to three quarters of a chunk beyond what was handed out, or, at the
+ * block's end, as much of the block the pool takes from next. A crash then burns half a chunk on
+ * average, as with a chunk reserved at a time when needed. */
+static void state_block_reserve_ahead(StateBlock *sb, size_t end) {
+        size_t chunk = reserve_chunk(sb->block);
+        StateBlock *next;
+
+        if (sb->reserve_pos > 0 || sb->reserved - end >= chunk / 4)
+                return;
+        if (sb->reserved < sb->block->size) {
+                state_block_reserve_async(sb, MIN(sb->block->size, end + chunk / 4 * 3));
+                return;
+        }
+        next = state_pool_next_block(sb->pool, sb->block);
+        if (next && next->reserved == 0 && next->reserve_pos == 0)
+                state_block_reserve_async(next, MIN(next->block->size, reserve_chunk(next->block) / 4 * 3));
 }
 
 /* Marks a peer's block active, synced before returning: a take from it is about to be answered. */
@@ -1869,6 +1914,7 @@ static int state_checkpoint_begin(StateDir *d, bool keep_active, StateJob **ret)
         }
 
         j->old_journal_fd = d->journal_fd;
+        d->old_journal_fd = fcntl(d->journal_fd, F_DUPFD_CLOEXEC, 3); /* for syncs meanwhile */
         j->old_journal_map = d->journal_map;
         j->old_journal_map_size = d->journal_map_size;
         d->journal_fd = fd;
@@ -1899,8 +1945,10 @@ static int state_checkpoint(StateDir *d) {
         StateJob *j;
         int r;
 
-        if (d->worker)
+        if (d->worker) {
+                io_worker_drain(d->sync_worker);
                 io_worker_drain(d->worker);
+        }
         if (d->failed)
                 return -EIO;
         r = state_checkpoint_begin(d, false, &j);
@@ -2118,7 +2166,7 @@ int state_dir_open(sd_event *event, const char *path, const char *role, const ch
         d = calloc(1, sizeof(StateDir));
         if (!d)
                 return -ENOMEM;
-        d->dir_fd = d->psrd_fd = d->lock_fd = d->journal_fd = -EBADF;
+        d->dir_fd = d->psrd_fd = d->lock_fd = d->journal_fd = d->old_journal_fd = -EBADF;
         pthread_mutex_init(&d->files_lock, NULL);
         d->flags = flags;
         d->checkpoint_sec = CHECKPOINT_INTERVAL_DEFAULT;
@@ -2164,8 +2212,10 @@ int state_dir_open(sd_event *event, const char *path, const char *role, const ch
         if (event && !(flags & STATE_OPEN_READ_ONLY)) {
                 d->event = sd_event_ref(event);
                 r = io_worker_new(event, "state-io", &d->worker);
+                if (r >= 0)
+                        r = io_worker_new(event, "state-sync", &d->sync_worker);
                 if (r < 0)
-                        return log_error_errno(r, "Failed to start the state I/O thread: %m");
+                        return log_error_errno(r, "Failed to start the state I/O threads: %m");
                 r = sd_event_add_time_relative(event, &d->sync_timer, CLOCK_MONOTONIC, SYNC_DELAY_USEC, 0,
                                                on_sync, d);
                 if (r < 0)
@@ -2188,7 +2238,10 @@ StateDir *state_dir_free(StateDir *d) {
         if (!d)
                 return NULL;
 
-        /* Jobs still queued finish first: they name d and its blocks. */
+        /* Jobs still queued finish first: they name d and its blocks. Those their completions ask
+         * for run at once. */
+        d->stopping = true;
+        d->sync_worker = io_worker_free(d->sync_worker);
         d->worker = io_worker_free(d->worker);
         while (d->pools) {
                 StatePool *sp = d->pools;
@@ -2214,6 +2267,7 @@ StateDir *state_dir_free(StateDir *d) {
         if (d->journal_map)
                 (void) munmap(d->journal_map, d->journal_map_size);
         safe_close(d->journal_fd);
+        safe_close(d->old_journal_fd);
         safe_close(d->psrd_fd);
         safe_close(d->lock_fd);
         safe_close(d->dir_fd);
@@ -2462,7 +2516,7 @@ int state_dir_checkpoint(StateDir *d) {
         if (d->failed)
                 return -EIO;
         if (!d->changed && d->journal_size <= d->journal_base && !d->checkpoint_running &&
-            io_worker_pending(d->worker) == 0)
+            io_worker_pending(d->worker) == 0 && io_worker_pending(d->sync_worker) == 0)
                 return 0;
         return state_checkpoint(d);
 }
@@ -2524,6 +2578,7 @@ int state_dir_call_when_written(StateDir *d, StateWritten callback, void *userda
 int state_dir_wait(StateDir *d) {
         if (!d || !d->worker)
                 return 0;
+        io_worker_drain(d->sync_worker);
         io_worker_drain(d->worker);
         return d->failed ? -EIO : 0;
 }

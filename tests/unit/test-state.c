@@ -936,6 +936,41 @@ static void test_reserve_ahead(void **state) {
                 for (size_t j = 0; j < i; j++)
                         assert_false(fragments_overlap(sent[i], sent[j]));
 
+        /* At a block's end, the next block is reserved ahead; a checkpoint retiring the journal
+         * that says so keeps it in the block's file. */
+        {
+                Orig o2[2];
+                Block *blocks[2];
+                Allocation *x = NULL;
+                size_t left = p->blocks[0]->size - p->blocks[0]->n_used;
+
+                blocks[0] = block_add(p, 8000, &o2[0]);
+                blocks[1] = block_add(p, 8000, &o2[1]);
+                assert_int_equal(pool_allocate(p, left, &x), 0);
+                allocation_free(x);
+                for (size_t used = 0; used < 8000; used += 500) {
+                        assert_int_equal(pool_allocate(p, 500, &x), 0);
+                        allocation_free(x);
+                        assert_int_equal(state_dir_wait(d), 0);
+                }
+                assert_int_equal(blocks[0]->n_used, 8000);
+                assert_int_equal(state_dir_checkpoint(d), 0);
+                /* Within what was reserved ahead: no sync, no record. */
+                assert_int_equal(pool_allocate(p, 300, &x), 0);
+                assert_int_equal(blocks[1]->n_used, 300);
+                allocation_free(x);
+
+                /* kill -9 */
+                state_drop(d, &p, 1);
+                d = state_open(e, dir);
+                p = state_take(d, PEER, POOL_OWNER_LOCAL);
+                b = p->blocks[p->n_blocks - 1];
+                assert_true(b->n_used >= 300);
+                assert_range(b, 0, b->n_used, true);
+                assert_block(b, &o2[1], NULL);
+                orig_done(o2, 2);
+        }
+
         state_drop(d, &p, 1);
         for (size_t i = 0; i < n_sent; i++)
                 allocation_free(sent[i]);
