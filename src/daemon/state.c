@@ -486,18 +486,19 @@ static void block_file_seal(uint8_t *f, size_t size) {
         put_le32(f + 124, crc32_update(0, f, 124));
 }
 
-/* ---- the I/O thread ----
+/* ---- the I/O threads ----
  *
  * File work the event loop would otherwise wait for runs in the I/O thread, in the order it was
- * asked for: syncs of the journal, new block files, checkpoints. The loop goes on meanwhile, and
- * whatever a kill -9 must not lose reaches the kernel from the loop first (journal records, the
- * removal of a block's file) or before anything depends on it (a new block's file, see
- * state_block_write_new()). What must be durable before a byte leaves (a
- * reservation of an own pool, the first take from a peer's block) is asked for ahead of need; only
- * when the need comes first does the loop sync itself.
+ * asked for: new block files, checkpoints, deletions. Journal syncs run in a thread of their own,
+ * so that no checkpoint holds them up. The loop goes on meanwhile, and whatever a kill -9 must not
+ * lose reaches the kernel from the loop first (journal records, the removal of a block's file) or
+ * before anything depends on it (a new block's file, see state_block_write_new()). What must be
+ * durable before a byte leaves (a reservation of an own pool, the first take from a peer's block)
+ * is asked for ahead of need; only when the need comes first does the loop sync itself.
  *
- * Journal bytes are counted across journals (jpos). A job that syncs tells how far they are durable;
- * jobs run in order and a checkpoint syncs the journal it replaces, so that only grows. */
+ * Journal bytes are counted across journals (jpos). A job that syncs tells how far they are durable
+ * (a sync while a checkpoint runs syncs the journal it replaces too); state_durable() only moves
+ * forward. */
 
 typedef enum StateJobType {
         JOB_SYNC,   /* fdatasync the journal */
@@ -1053,7 +1054,7 @@ static int state_journal_write(StateDir *d) {
         return 0;
 }
 
-/* Asks the I/O thread to sync the journal as written so far. */
+/* Asks the sync thread to sync the journal as written so far. */
 static void state_sync_async(StateDir *d) {
         StateJob *j;
 

@@ -21,9 +21,9 @@
  * call). Every file carries a format version and CRC-32 checksums, so a
  * truncated or corrupted file is refused at start-up with its name, never used.
  *
- * The event loop waits for the disk only for a reservation that the handing out overtook: an I/O
- * thread syncs the journal, writes new blocks' files, syncs and writes checkpoints, in the order
- * they were asked for. Journal records and removals reach the kernel from the loop, before any
+ * The event loop waits for the disk only for a reservation that the handing out overtook: a thread
+ * syncs the journal, another writes new blocks' files and checkpoints, in the order they were asked
+ * for. Journal records and removals reach the kernel from the loop, before any
  * reply that depends on them; a new block's file from the thread, before the hub answers the fetch
  * that issued the block.
  *
