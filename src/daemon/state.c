@@ -579,6 +579,15 @@ static int job_fail(StateJob *j, int r, const char *dir, const char *file) {
         return r;
 }
 
+static bool file_copy_cancelled(StateDir *d, const FileCopy *f) {
+        bool cancelled;
+
+        pthread_mutex_lock(&d->files_lock);
+        cancelled = f->cancelled;
+        pthread_mutex_unlock(&d->files_lock);
+        return cancelled;
+}
+
 /* Gives a synced file its name, unless its block was destroyed meanwhile. */
 static int job_file_rename(StateJob *j, FileCopy *f, const char *from) {
         StateDir *d = j->dir;
@@ -620,7 +629,7 @@ static int job_write_files(StateJob *j) {
                                 block_file_name_to_new(tmp);
                                 fds[started] = openat(psrd_fd, tmp, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
                                 /* Gone with its block, removed meanwhile: nothing to do. */
-                                if (fds[started] < 0 && errno != ENOENT)
+                                if (fds[started] < 0 && (errno != ENOENT || !file_copy_cancelled(j->dir, f)))
                                         r = -errno;
                         } else {
                                 block_file_seal(f->data, f->size);
@@ -803,7 +812,7 @@ static void state_job_done(IoJob *io, int r) {
         if (j->type == JOB_SYNC)
                 d->sync_running = false;
         if (j->type == JOB_CHECKPOINT) {
-                StateJob *c = state_job_new(d, JOB_CLOSE, 0);
+                StateJob *c = d->old_journal_fd >= 0 ? state_job_new(d, JOB_CLOSE, 0) : NULL;
 
                 d->checkpoint_running = false;
                 /* Likely the replaced journal's last reference, whose closing frees its blocks. */
@@ -913,9 +922,9 @@ static int state_copy_dirty_blocks(StateDir *d, StateJob *j) {
 
 /* A new block's file is written by the I/O thread (under a temporary name, renamed when complete),
  * so that it survives the process soon, and not synced: the next checkpoint syncs it and gives it
- * its block file's name, or writes the block file anew if the block changed meanwhile. A block that is gone
- * after a crash cannot be used twice, and the peer is told that it is unknown when it names it; a hub
- * answers a PSRD fetch only once the file is written (state_dir_call_when_written()). */
+ * its block file's name, or writes the block file anew if the block changed meanwhile. A block that
+ * is gone after a crash cannot be used twice, and the peer is told that it is unknown when it names
+ * it; a hub answers a PSRD fetch only once the file is written (state_dir_call_when_written()). */
 static int state_block_write_new(StateBlock *sb) {
         StateDir *d = sb->pool->dir;
         StateJob *j;
@@ -1906,6 +1915,12 @@ static int state_checkpoint_begin(StateDir *d, bool keep_active, StateJob **ret)
                 if (j->journal_fd < 0)
                         r = -errno;
         }
+        /* For the syncs while the checkpoint runs. */
+        if (r >= 0 && d->journal_fd >= 0) {
+                d->old_journal_fd = fcntl(d->journal_fd, F_DUPFD_CLOEXEC, 3);
+                if (d->old_journal_fd < 0)
+                        r = -errno;
+        }
         if (r < 0) {
                 if (map)
                         (void) munmap(map, map_size);
@@ -1915,7 +1930,6 @@ static int state_checkpoint_begin(StateDir *d, bool keep_active, StateJob **ret)
         }
 
         j->old_journal_fd = d->journal_fd;
-        d->old_journal_fd = fcntl(d->journal_fd, F_DUPFD_CLOEXEC, 3); /* for syncs meanwhile */
         j->old_journal_map = d->journal_map;
         j->old_journal_map_size = d->journal_map_size;
         d->journal_fd = fd;

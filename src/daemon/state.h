@@ -18,14 +18,14 @@
  *
  * Every file is written to a temporary name, synced and renamed, and the directory is synced;
  * the journal is only appended to (a file allocated ahead and mapped: a record is a copy, no system
- * call). Every file carries a format version and CRC-32 checksums, so a
- * truncated or corrupted file is refused at start-up with its name, never used.
+ * call). Every file carries a format version and CRC-32 checksums, so a truncated or corrupted
+ * file is refused at start-up with its name, never used.
  *
  * The event loop waits for the disk only for a reservation that the handing out overtook: a thread
  * syncs the journal, another writes new blocks' files and checkpoints, in the order they were asked
- * for. Journal records and removals reach the kernel from the loop, before any
- * reply that depends on them; a new block's file from the thread, before the hub answers the fetch
- * that issued the block.
+ * for. Journal records and removals reach the kernel from the loop, before any reply that depends
+ * on them; a new block's file from the thread, before the hub answers the fetch that issued the
+ * block.
  *
  * The guarantees, and what they cost:
  *  - Changes are written to the journal (one copy for all made since the last) before any reply
