@@ -253,9 +253,11 @@ static int on_defer_finish(sd_event_source *s, void *userdata) {
 
 /* The concatenation of the strings up to NULL, or NULL when out of memory: a request URL per hub call,
  * without the cost of a printf. */
-static char *url_join(const char *first, ...) _sentinel_;
+static char *url_join_internal(const char *first, ...) _sentinel_;
+/* The strings given, concatenated; the list's end is typed, as a variadic sentinel must be. */
+#define url_join(...) url_join_internal(__VA_ARGS__, (const char *) NULL)
 
-static char *url_join(const char *first, ...) {
+static char *url_join_internal(const char *first, ...) {
         size_t n = 0;
         va_list ap;
         char *url, *p;
@@ -436,7 +438,7 @@ static int exchange_start_scatter(HubExchange *x, const uint8_t *share, size_t s
         if (r < 0)
                 return r;
 
-        url = url_join(x->hub->url, "/dske/api/v1/key-share", NULL);
+        url = url_join(x->hub->url, "/dske/api/v1/key-share");
         if (!url)
                 return -ENOMEM;
         headers[0] = content_type;
@@ -531,7 +533,7 @@ static int exchange_start_gather(HubExchange *x) {
         /* The reference's parameter order; the MAC covers the query exactly as sent, which is the
          * tail of the URL. Names are restricted to URL-safe characters, so nothing needs escaping. */
         url = url_join(x->hub->url, path, "client_name=", m->config.name, "&master_sae_id=", op->master_sae,
-                       "&slave_sae_id=", op->slave_sae, "&key_id=", op->key_id_string, NULL);
+                       "&slave_sae_id=", op->slave_sae, "&key_id=", op->key_id_string);
         if (!url)
                 return -ENOMEM;
         n = strlen(x->hub->url) + sizeof(path) - 1;
