@@ -22,6 +22,7 @@ struct IoWorker {
         IoJob *queue, *queue_tail;
         IoJob *ran, *ran_tail;
         bool running;
+        bool waiting; /* the thread waits for a job */
         bool stop;
 
         size_t pending; /* event loop only */
@@ -38,15 +39,21 @@ static void list_push(IoJob **head, IoJob **tail, IoJob *job) {
         *tail = job;
 }
 
+/* Neither side makes a system call while holding the lock: on a busy machine the holder may be
+ * preempted there, and the event loop would wait for it to run again. */
 static void *worker_main(void *userdata) {
         IoWorker *w = userdata;
 
         pthread_mutex_lock(&w->lock);
         for (;;) {
                 IoJob *job;
+                bool notify, idle;
 
-                while (!w->queue && !w->stop)
+                while (!w->queue && !w->stop) {
+                        w->waiting = true;
                         pthread_cond_wait(&w->wake, &w->lock);
+                        w->waiting = false;
+                }
                 if (!w->queue)
                         break;
 
@@ -61,11 +68,16 @@ static void *worker_main(void *userdata) {
 
                 pthread_mutex_lock(&w->lock);
                 w->running = false;
+                notify = !w->ran; /* else the loop was woken for the jobs before and takes this one too */
                 list_push(&w->ran, &w->ran_tail, job);
-                if (!w->queue)
+                idle = !w->queue;
+                pthread_mutex_unlock(&w->lock);
+
+                if (idle)
                         pthread_cond_broadcast(&w->idle);
-                /* Wakes the event loop; a full counter already does. */
-                (void) eventfd_write(w->event_fd, 1);
+                if (notify)
+                        (void) eventfd_write(w->event_fd, 1);
+                pthread_mutex_lock(&w->lock);
         }
         pthread_mutex_unlock(&w->lock);
         return NULL;
@@ -160,13 +172,17 @@ IoWorker *io_worker_free(IoWorker *w) {
 }
 
 void io_worker_submit(IoWorker *w, IoJob *job) {
+        bool wake;
+
         assert(w && job && job->run && job->done);
 
         w->pending++;
         pthread_mutex_lock(&w->lock);
         list_push(&w->queue, &w->queue_tail, job);
-        pthread_cond_signal(&w->wake);
+        wake = w->waiting;
         pthread_mutex_unlock(&w->lock);
+        if (wake)
+                pthread_cond_signal(&w->wake);
 }
 
 void io_worker_drain(IoWorker *w) {
