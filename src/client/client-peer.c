@@ -91,6 +91,8 @@ int peer_hub_new(Manager *m, unsigned index, const char *url, PeerHub **ret) {
         if (!p)
                 return -ENOMEM;
         p->manager = m;
+        for (int o = 0; o < _POOL_OWNER_MAX; o++)
+                (void) random_bytes(&p->refill_phase[o], sizeof(p->refill_phase[o]));
         p->index = index;
         p->url = strndup(url, len);
         if (!p->url)
@@ -224,6 +226,7 @@ static void peer_hub_reset(PeerHub *p) {
                 http_call_cancel(p->psrd_call[o]);
                 p->psrd_call[o] = NULL;
                 p->refilling[o] = false;
+                p->low_signalled[o] = false;
         }
         p->hub_reported_low = false;
         p->generation++;
@@ -435,6 +438,23 @@ static int peer_hub_store_block(PeerHub *p, PoolOwner owner, int error, const ch
         return 0;
 }
 
+/* The pools of a client for its hubs drain in step, a share for each hub per key. Were their refills
+ * to start at one level, every node would serve a burst of blocks at the same moment, and the keys
+ * in flight would wait behind it. So each refill starts at its own level between LowWater and
+ * HighWater, drawn anew once the pool is full. */
+static uint64_t peer_hub_refill_level(const PeerHub *p, PoolOwner owner) {
+        const ClientConfig *c = peer_config(p);
+        uint64_t band = c->high_water - c->low_water;
+
+        return c->low_water + (band > 0 ? p->refill_phase[owner] % band : 0);
+}
+
+static void peer_hub_refill_done(PeerHub *p, PoolOwner owner) {
+        p->refilling[owner] = false;
+        p->low_signalled[owner] = false;
+        (void) random_bytes(&p->refill_phase[owner], sizeof(p->refill_phase[owner]));
+}
+
 static void on_psrd(HttpCall *call, int error, const char *message, const HttpResponse *response,
                     void *userdata) {
         PeerHub *p = userdata;
@@ -453,7 +473,7 @@ static void on_psrd(HttpCall *call, int error, const char *message, const HttpRe
         if (owner == POOL_OWNER_PEER)
                 p->hub_reported_low = false;
         if (pool_available(*peer_hub_pool(p, owner)) >= peer_config(p)->high_water)
-                p->refilling[owner] = false;
+                peer_hub_refill_done(p, owner);
         peer_hub_check_ready(p);
         manager_peers_changed(p->manager);
         peer_hub_step(p);
@@ -495,14 +515,17 @@ static void peer_hub_maybe_refill(PeerHub *p, PoolOwner owner) {
         if (p->psrd_call[owner])
                 return;
         available = pool_available(pool);
-        if (available < c->low_water) {
-                /* Once per crossing: refilling stays set until the pool is back at HighWater. A
-                 * pool that has not been filled yet after registering has not crossed anything. */
-                if (!p->refilling[owner] && p->state == PEER_HUB_READY)
-                        client_bus_pool_low(p, owner, available, c->low_water);
+        if (available >= c->high_water) {
+                if (p->refilling[owner])
+                        peer_hub_refill_done(p, owner);
+        } else if (available < peer_hub_refill_level(p, owner))
                 p->refilling[owner] = true;
-        } else if (available >= c->high_water)
-                p->refilling[owner] = false;
+        /* Once per crossing, until the pool is full again. A pool that has not been filled yet after
+         * registering has not crossed anything. */
+        if (available < c->low_water && !p->low_signalled[owner] && p->state == PEER_HUB_READY) {
+                client_bus_pool_low(p, owner, available, c->low_water);
+                p->low_signalled[owner] = true;
+        }
         if (!p->refilling[owner] && !(owner == POOL_OWNER_PEER && p->hub_reported_low))
                 return;
         if (pool->n_blocks >= 4096) {

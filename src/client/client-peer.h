@@ -50,7 +50,9 @@ struct PeerHub {
         HttpCall *registration_call;
         HttpCall *psrd_call[_POOL_OWNER_MAX];
         bool refilling[_POOL_OWNER_MAX];
-        bool hub_reported_low; /* the hub said its copy of the hub-owned pool is low (R5) */
+        bool hub_reported_low;                  /* the hub said its copy of the hub-owned pool is low (R5) */
+        bool low_signalled[_POOL_OWNER_MAX];    /* PoolLow sent since the pool was last full */
+        uint64_t refill_phase[_POOL_OWNER_MAX]; /* peer_hub_refill_level() */
 
         sd_event_source *retry_timer;
         uint64_t backoff_usec;
