@@ -26,16 +26,17 @@
 
 #define STATE_VERSION 1u
 
-#define NODE_FILE         "node.json"
-#define RECORDS_FILE      "records"
-#define JOURNAL_FILE      "journal"
-#define JOURNAL_NEXT_FILE "journal.next"
-#define LOCK_FILE         "lock"
-#define PSRD_DIR          "psrd"
-#define BLOCK_SUFFIX      ".blk"
-#define TMP_SUFFIX        ".tmp"
-#define NEW_SUFFIX        ".new" /* a new block's file until it is synced: as long as BLOCK_SUFFIX */
-#define DEL_SUFFIX        ".del" /* a removed block's file until the I/O thread deletes it */
+#define NODE_FILE          "node.json"
+#define RECORDS_FILE       "records"
+#define JOURNAL_FILE       "journal"
+#define JOURNAL_NEXT_FILE  "journal.next"
+#define JOURNAL_SPARE_FILE "journal.spare"
+#define LOCK_FILE          "lock"
+#define PSRD_DIR           "psrd"
+#define BLOCK_SUFFIX       ".blk"
+#define TMP_SUFFIX         ".tmp"
+#define NEW_SUFFIX         ".new" /* a new block's file until it is synced: as long as BLOCK_SUFFIX */
+#define DEL_SUFFIX         ".del" /* a removed block's file until the I/O thread deletes it */
 
 #define JOURNAL_MAGIC "DSKEJNL1"
 #define RECORDS_MAGIC "DSKEREC1"
@@ -159,6 +160,7 @@ struct StateDir {
         IoWorker *worker;      /* NULL: file work runs on the caller's thread */
         IoWorker *sync_worker; /* journal syncs, which a checkpoint in the other thread does not delay */
         int old_journal_fd;    /* while a checkpoint runs: the journal it replaces */
+        int spare_fd;          /* JOURNAL_SPARE_FILE, made ready for the next checkpoint */
         bool stopping;         /* the threads are being stopped: jobs run on the caller's thread */
         bool sync_running;
         bool checkpoint_running;
@@ -518,6 +520,7 @@ typedef struct StateJob {
         int old_journal_fd; /* JOB_CHECKPOINT: the journal it replaces ... */
         uint8_t *old_journal_map; /* ... and its mapping */
         size_t old_journal_map_size;
+        int spare_fd;    /* JOB_CHECKPOINT: the next checkpoint's journal, made ready */
         FileCopy *files; /* JOB_CHECKPOINT, JOB_NEW */
         size_t n_files;
         StateWritten written; /* JOB_BARRIER */
@@ -543,6 +546,7 @@ static StateJob *state_job_free(StateJob *j) {
                 return NULL;
         safe_close(j->journal_fd);
         safe_close(j->old_journal_fd);
+        safe_close(j->spare_fd);
         if (j->old_journal_map)
                 (void) munmap(j->old_journal_map, j->old_journal_map_size);
         for (size_t i = 0; i < j->n_files; i++) {
@@ -563,7 +567,7 @@ static StateJob *state_job_new(StateDir *d, StateJobType type, size_t n_files) {
                 return NULL;
         j->dir = d;
         j->type = type;
-        j->journal_fd = j->old_journal_fd = -EBADF;
+        j->journal_fd = j->old_journal_fd = j->spare_fd = -EBADF;
         if (n_files > 0) {
                 j->files = calloc(n_files, sizeof(FileCopy));
                 if (!j->files) {
@@ -691,6 +695,19 @@ static int job_write_new(StateJob *j) {
         return 0;
 }
 
+/* Creates the next checkpoint's journal ahead, allocated and empty: creating a file can take a
+ * millisecond or more, which the event loop would wait for. The checkpoint only renames it. Not
+ * having one is no error: the checkpoint then creates its journal itself. */
+static void job_make_spare(StateJob *j) {
+        int fd;
+
+        fd = openat(j->dir->dir_fd, JOURNAL_SPARE_FILE, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+                    0600);
+        if (fd >= 0 && posix_fallocate(fd, 0, JOURNAL_EXTENT) != 0)
+                fd = safe_close(fd);
+        j->spare_fd = fd;
+}
+
 /* The checkpoint's file work. Until the last rename the old snapshot and journal stay valid, with
  * the new journal read after the old one; from it on, the new snapshot and journal. */
 static int job_checkpoint(StateJob *j) {
@@ -719,6 +736,7 @@ static int job_checkpoint(StateJob *j) {
                 return job_fail(j, -errno, "", JOURNAL_FILE);
         if (fsync(d->dir_fd) < 0)
                 return job_fail(j, -errno, "", ".");
+        job_make_spare(j);
         return 0;
 }
 
@@ -815,6 +833,10 @@ static void state_job_done(IoJob *io, int r) {
                 StateJob *c = d->old_journal_fd >= 0 ? state_job_new(d, JOB_CLOSE, 0) : NULL;
 
                 d->checkpoint_running = false;
+                if (j->spare_fd >= 0) {
+                        safe_close(d->spare_fd);
+                        d->spare_fd = TAKE_FD(j->spare_fd);
+                }
                 /* Likely the replaced journal's last reference, whose closing frees its blocks. */
                 if (c) {
                         c->journal_fd = TAKE_FD(d->old_journal_fd);
@@ -1898,7 +1920,11 @@ static int state_checkpoint_begin(StateDir *d, bool keep_active, StateJob **ret)
                         if (keep)
                                 r = psrd_record(&next, RECORD_PSRD_ACTIVE, sp, b, 0, 0);
                 }
-        if (r >= 0) {
+        if (r >= 0 && d->spare_fd >= 0 &&
+            renameat(d->dir_fd, JOURNAL_SPARE_FILE, d->dir_fd, JOURNAL_NEXT_FILE) >= 0)
+                fd = TAKE_FD(d->spare_fd);
+        d->spare_fd = safe_close(d->spare_fd);
+        if (r >= 0 && fd < 0) {
                 fd = openat(d->dir_fd, JOURNAL_NEXT_FILE,
                             O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
                 if (fd < 0)
@@ -2181,7 +2207,7 @@ int state_dir_open(sd_event *event, const char *path, const char *role, const ch
         d = calloc(1, sizeof(StateDir));
         if (!d)
                 return -ENOMEM;
-        d->dir_fd = d->psrd_fd = d->lock_fd = d->journal_fd = d->old_journal_fd = -EBADF;
+        d->dir_fd = d->psrd_fd = d->lock_fd = d->journal_fd = d->old_journal_fd = d->spare_fd = -EBADF;
         pthread_mutex_init(&d->files_lock, NULL);
         d->flags = flags;
         d->checkpoint_sec = CHECKPOINT_INTERVAL_DEFAULT;
@@ -2283,6 +2309,7 @@ StateDir *state_dir_free(StateDir *d) {
                 (void) munmap(d->journal_map, d->journal_map_size);
         safe_close(d->journal_fd);
         safe_close(d->old_journal_fd);
+        safe_close(d->spare_fd);
         safe_close(d->psrd_fd);
         safe_close(d->lock_fd);
         safe_close(d->dir_fd);

@@ -1574,6 +1574,79 @@ static void test_timers(void **state) {
         tmpdir_free(dir);
 }
 
+static bool all_zero(const uint8_t *p, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (p[i] != 0)
+                        return false;
+        return true;
+}
+
+static ino_t file_inode(const char *path) {
+        struct stat st;
+
+        assert_int_equal(stat(path, &st), 0);
+        return st.st_ino;
+}
+
+/* A spare journal, allocated and empty, is made ready after each checkpoint; the next checkpoint
+ * takes it as its journal rather than create a file on the event loop. Left over, it is harmless. */
+static void test_spare_journal(void **state) {
+        char *dir = tmpdir_new(), *journal = path_join(dir, "journal"),
+             *spare = path_join(dir, "journal.spare");
+        sd_event *e = event_new();
+        Live live = {.n = 1, .payload = {"spare"}};
+        Seen seen = {};
+        uint8_t *buf;
+        size_t n;
+        ino_t ino;
+        StateDir *d;
+
+        (void) state;
+        d = state_open(e, dir);
+        state_dir_set_snapshot_writer(d, write_live, &live);
+        assert_int_equal(append_str(d, STATE_RECORD_USER + 1, "one"), 0);
+        /* In the background. */
+        assert_int_equal(state_dir_set_checkpoint_interval(d, 1), 0);
+        while (live.calls == 0)
+                assert_true(sd_event_run(e, UINT64_MAX) >= 0);
+        assert_int_equal(state_dir_wait(d), 0);
+        assert_int_equal(state_dir_set_checkpoint_interval(d, 0), 0);
+        buf = file_read(spare, &n);
+        assert_int_equal(n, 1024 * 1024);
+        assert_true(all_zero(buf, n));
+        free(buf);
+
+        /* Taken by the next checkpoint, and another made ready. */
+        ino = file_inode(spare);
+        assert_int_equal(append_str(d, STATE_RECORD_USER + 1, "two"), 0);
+        assert_int_equal(state_dir_checkpoint(d), 0);
+        assert_true(file_inode(journal) == ino);
+        assert_true(file_inode(spare) != ino);
+        assert_int_equal(append_str(d, STATE_RECORD_USER + 1, "three"), 0);
+        state_drop(d, NULL, 0);
+
+        /* Whatever a crash left in it is not read, and the next one is empty again. */
+        file_write(spare, (const uint8_t *) "junk", 4);
+        d = state_open(e, dir);
+        state_dir_set_snapshot_writer(d, write_live, &live);
+        assert_int_equal(state_dir_replay(d, on_record, &seen), 0);
+        assert_int_equal(seen.n, 2);
+        assert_seen(&seen, 0, STATE_RECORD_USER + 1, "spare");
+        assert_seen(&seen, 1, STATE_RECORD_USER + 1, "three");
+        assert_int_equal(append_str(d, STATE_RECORD_USER + 1, "four"), 0);
+        assert_int_equal(state_dir_checkpoint(d), 0);
+        buf = file_read(spare, &n);
+        assert_int_equal(n, 1024 * 1024);
+        assert_true(all_zero(buf, n));
+        free(buf);
+        state_dir_free(d);
+
+        free(journal);
+        free(spare);
+        sd_event_unref(e);
+        tmpdir_free(dir);
+}
+
 /* A crash with takes from the first PEER block, the second untouched. */
 static void make_crashed_peer(sd_event *e, const char *dir, Orig o[2]) {
         Allocation *a;
@@ -1851,6 +1924,7 @@ int main(void) {
                 cmocka_unit_test_teardown(test_checkpoint_next_journal, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_new_block_file, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_timers, tmpdirs_remove),
+                cmocka_unit_test_teardown(test_spare_journal, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_reboot, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_release_and_drop, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_ephemeral, tmpdirs_remove),
