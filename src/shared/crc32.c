@@ -1,15 +1,14 @@
 /* SPDX-License-Identifier: MIT */
-#include <stdbool.h>
 #include <string.h>
 
 #include "crc32.h"
 
 /* Eight tables: table[k][b] is the CRC of byte b followed by k zero bytes, so that eight bytes are
- * folded in per step (blocks of PSRD are checked whole at every checkpoint). */
+ * folded in per step (blocks of PSRD are checked whole at every checkpoint). Filled before main(),
+ * so that threads share them without a check on every call. */
 static uint32_t crc_table[8][256];
-static bool crc_table_ready;
 
-static void crc_table_init(void) {
+__attribute__((constructor)) static void crc_table_init(void) {
         for (uint32_t i = 0; i < 256; i++) {
                 uint32_t c = i;
 
@@ -21,14 +20,10 @@ static void crc_table_init(void) {
                 for (unsigned k = 1; k < 8; k++)
                         crc_table[k][i] =
                                 (crc_table[k - 1][i] >> 8) ^ crc_table[0][crc_table[k - 1][i] & 0xffu];
-        crc_table_ready = true;
 }
 
 uint32_t crc32_update(uint32_t crc, const void *data, size_t size) {
         const uint8_t *p = data;
-
-        if (!crc_table_ready)
-                crc_table_init();
 
         crc = ~crc;
         for (; size >= 8; p += 8, size -= 8) {
