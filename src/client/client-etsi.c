@@ -713,7 +713,8 @@ static int etsi_get_key_with_ids(Manager *m, HttpRequest *req, const char *calle
                 return q;
 
         /* Keys recovered earlier for a request that failed as a whole are delivered from the
-         * store, to their slave only. */
+         * store, to their slave only. Shares held from a gather that fell short are used by the
+         * next gather of their key. */
         for (size_t i = 0; i < n_ids; i++) {
                 StoredKey *k = key_store_find(m->keys, &ids[i]);
 
@@ -730,6 +731,8 @@ static int etsi_get_key_with_ids(Manager *m, HttpRequest *req, const char *calle
                                         r->keys[j].key = NULL;
                         return etsi_reply_unauthorized(req);
                 }
+                if (stored_key_is_partial(k))
+                        continue;
                 r->keys[i].key = key_store_take(m->keys, k, &r->keys[i].size);
                 r->keys[i].result = 0;
         }

@@ -68,6 +68,24 @@ struct KeyOp {
         HubExchange exchanges[];
 };
 
+struct StoredKey {
+        Uuid key_id;
+        char *master_sae;
+        char *slave_sae;
+        uint8_t *key; /* the key; or, partial, the shares held (held_shares_parse()) */
+        size_t size;
+        bool partial;
+        uint64_t expires_usec;
+        StoredKey *prev, *next;
+};
+
+struct KeyStore {
+        sd_event *event;
+        StateDir *state;        /* where keys added and removed are journaled; NULL: nowhere */
+        StoredKey *head, *tail; /* oldest first */
+        size_t n_keys;
+};
+
 static void exchange_set_outcome(HubExchange *x, HubOutcome outcome, const char *format, ...) _printf_(3, 4);
 
 static void exchange_set_outcome(HubExchange *x, HubOutcome outcome, const char *format, ...) {
@@ -701,16 +719,91 @@ static size_t gather_majority_size(const KeyOp *op) {
         return best;
 }
 
+/* Shares held from a gather that fell short, kept in the store as a partial entry: a hub forgets a
+ * share once it has delivered it, so without them the key could never be recovered. The layout:
+ * the number of shares n, their length L (two bytes, little endian), then n times the share's x
+ * and its L bytes. */
+#define HELD_HEADER 3u
+
+static int held_shares_parse(const uint8_t *p, size_t size, size_t *ret_n, size_t *ret_len) {
+        size_t n, len;
+        uint32_t seen = 0;
+
+        if (size < HELD_HEADER)
+                return -EBADMSG;
+        n = p[0];
+        len = (size_t) p[1] | (size_t) p[2] << 8;
+        if (n == 0 || n > CLIENT_HUBS_MAX || len == 0 || size != HELD_HEADER + n * (1 + len))
+                return -EBADMSG;
+        for (size_t i = 0; i < n; i++) {
+                uint8_t x = p[HELD_HEADER + i * (1 + len)];
+
+                if (x >= CLIENT_HUBS_MAX || (seen & (UINT32_C(1) << x)))
+                        return -EBADMSG;
+                seen |= UINT32_C(1) << x;
+        }
+        if (ret_n)
+                *ret_n = n;
+        if (ret_len)
+                *ret_len = len;
+        return 0;
+}
+
+static int key_store_put(KeyStore *s, const Uuid *key_id, const char *master_sae, const char *slave_sae,
+                         uint8_t *key, size_t size, bool partial, unsigned max_keys, uint64_t ttl_usec);
+static void key_store_remove(KeyStore *s, StoredKey *k);
+
+/* The partial entry of op's key, for op's master and slave SAE. */
+static StoredKey *gather_held(KeyOp *op) {
+        StoredKey *k = key_store_find(op->manager->keys, &op->key_id);
+
+        return k && k->partial && stored_key_matches(k, op->master_sae, op->slave_sae) ? k : NULL;
+}
+
+/* Keeps the n shares of a gather that fell short (replacing what was held) for the next one. */
+static void gather_hold(KeyOp *op, const ShamirShare *shares, size_t n, size_t len) {
+        const ClientConfig *c = &op->manager->config;
+        size_t size = HELD_HEADER + n * (1 + len);
+        StoredKey *old;
+        uint8_t *blob;
+
+        if (len > UINT16_MAX)
+                return;
+        blob = secret_alloc(size);
+        if (!blob)
+                return;
+        blob[0] = (uint8_t) n;
+        blob[1] = (uint8_t) len;
+        blob[2] = (uint8_t) (len >> 8);
+        for (size_t i = 0; i < n; i++) {
+                blob[HELD_HEADER + i * (1 + len)] = shares[i].x;
+                memcpy(blob + HELD_HEADER + i * (1 + len) + 1, shares[i].value, len);
+        }
+        old = gather_held(op);
+        if (old)
+                key_store_remove(op->manager->keys, old);
+        if (key_store_put(op->manager->keys, &op->key_id, op->master_sae, op->slave_sae, blob, size, true,
+                          c->max_stored_keys, c->stored_key_ttl_usec) < 0) {
+                erase_and_free(blob, size);
+                log_warning("Key %s: failed to keep the %zu shares gathered.", op->key_id_string, n);
+        }
+}
+
 static void gather_recover(KeyOp *op) {
         ShamirShare shares[CLIENT_HUBS_MAX];
-        HubExchange *owners[CLIENT_HUBS_MAX];
+        HubExchange *owners[CLIENT_HUBS_MAX] = {};
         unsigned n_absent = 0, n_forbidden = 0;
-        size_t size, n = 0;
-        uint32_t bad = 0;
+        size_t size, n = 0, n_held = 0, held_len = 0;
+        StoredKey *held = gather_held(op);
+        uint32_t bad = 0, have = 0;
         uint8_t *key;
         int r;
 
+        if (held && held_shares_parse(held->key, held->size, &n_held, &held_len) < 0)
+                held = NULL;
         size = gather_majority_size(op);
+        if (size == 0 && held)
+                size = held_len;
         for (size_t i = 0; i < op->n_exchanges; i++) {
                 HubExchange *x = &op->exchanges[i];
 
@@ -722,8 +815,24 @@ static void gather_recover(KeyOp *op) {
                 }
                 if (x->outcome == HUB_OUTCOME_OK) {
                         shares[n] = (ShamirShare){.x = (uint8_t) x->hub->index, .value = x->share};
+                        have |= UINT32_C(1) << x->hub->index;
                         owners[n++] = x;
                 }
+        }
+        /* A hub that delivered its share to an earlier gather no longer has it. */
+        for (size_t i = 0; held && held_len == size && i < n_held; i++) {
+                const uint8_t *h = held->key + HELD_HEADER + i * (1 + held_len);
+
+                if (have & (UINT32_C(1) << h[0]))
+                        continue;
+                have |= UINT32_C(1) << h[0];
+                shares[n++] = (ShamirShare){.x = h[0], .value = h + 1};
+        }
+        for (size_t i = 0; i < op->n_exchanges; i++) {
+                HubExchange *x = &op->exchanges[i];
+
+                if (have & (UINT32_C(1) << x->hub->index))
+                        continue;
                 if (x->outcome == HUB_OUTCOME_NOT_FOUND)
                         n_absent++;
                 if (x->outcome == HUB_OUTCOME_FORBIDDEN) {
@@ -733,6 +842,8 @@ static void gather_recover(KeyOp *op) {
         }
 
         if (n < op->k) {
+                if (n > 0)
+                        gather_hold(op, shares, n, size);
                 /* When more hubs deny having the share than the scheme can lose, the key cannot
                  * exist for this caller: say so instead of "try again". */
                 if (n_absent > op->n_exchanges - op->k)
@@ -755,8 +866,10 @@ static void gather_recover(KeyOp *op) {
                 op->result = r == -EBADMSG ? -EBADMSG : -EAGAIN;
                 return;
         }
+        if (held)
+                key_store_remove(op->manager->keys, held);
         for (size_t i = 0; i < n; i++)
-                if (bad & (UINT32_C(1) << i)) {
+                if (owners[i] && (bad & (UINT32_C(1) << i))) {
                         log_warning(
                                 "Hub %s sent a share inconsistent with the others for key %s; it was left "
                                 "out.",
@@ -810,26 +923,10 @@ static void key_op_finish(KeyOp *op) {
 
 /* The store */
 
-struct StoredKey {
-        Uuid key_id;
-        char *master_sae;
-        char *slave_sae;
-        uint8_t *key;
-        size_t size;
-        uint64_t expires_usec;
-        StoredKey *prev, *next;
-};
-
-struct KeyStore {
-        sd_event *event;
-        StateDir *state;        /* where keys added and removed are journaled; NULL: nowhere */
-        StoredKey *head, *tail; /* oldest first */
-        size_t n_keys;
-};
-
 enum {
         RECORD_KEY_PUT = STATE_RECORD_USER,
         RECORD_KEY_DELETE,
+        RECORD_SHARES_PUT, /* a partial entry: the shares of a gather that fell short */
 };
 
 static uint64_t realtime_usec(void) {
@@ -894,8 +991,8 @@ static int stored_key_journal(StateDir *d, const StoredKey *k, bool snapshot) {
         r = stored_key_record(k, now_usec(), &buf, &n);
         if (r < 0)
                 return r;
-        r = snapshot ? state_dir_snapshot_add(d, RECORD_KEY_PUT, buf, n)
-                     : state_dir_append(d, RECORD_KEY_PUT, buf, n);
+        r = snapshot ? state_dir_snapshot_add(d, k->partial ? RECORD_SHARES_PUT : RECORD_KEY_PUT, buf, n)
+                     : state_dir_append(d, k->partial ? RECORD_SHARES_PUT : RECORD_KEY_PUT, buf, n);
         erase_and_free(buf, n);
         return r;
 }
@@ -923,13 +1020,14 @@ static void key_store_unlink(KeyStore *s, StoredKey *k) {
                 log_warning("Failed to record that a stored key is gone.");
 }
 
-void key_store_clear(KeyStore *s) {
-        while (s && s->head) {
-                StoredKey *k = s->head;
+static void key_store_remove(KeyStore *s, StoredKey *k) {
+        key_store_unlink(s, k);
+        stored_key_free(k);
+}
 
-                key_store_unlink(s, k);
-                stored_key_free(k);
-        }
+void key_store_clear(KeyStore *s) {
+        while (s && s->head)
+                key_store_remove(s, s->head);
 }
 
 KeyStore *key_store_free(KeyStore *s) {
@@ -950,13 +1048,12 @@ static void key_store_expire(KeyStore *s) {
                 char buf[UUID_STRING_MAX];
 
                 log_info("Key %s expired before it was delivered.", uuid_to_string(&k->key_id, buf));
-                key_store_unlink(s, k);
-                stored_key_free(k);
+                key_store_remove(s, k);
         }
 }
 
-int key_store_add(KeyStore *s, const Uuid *key_id, const char *master_sae, const char *slave_sae,
-                  uint8_t *key, size_t size, unsigned max_keys, uint64_t ttl_usec) {
+static int key_store_put(KeyStore *s, const Uuid *key_id, const char *master_sae, const char *slave_sae,
+                         uint8_t *key, size_t size, bool partial, unsigned max_keys, uint64_t ttl_usec) {
         StoredKey *k;
         int r;
 
@@ -966,8 +1063,7 @@ int key_store_add(KeyStore *s, const Uuid *key_id, const char *master_sae, const
         while (s->n_keys >= max_keys) {
                 StoredKey *old = s->head;
 
-                key_store_unlink(s, old);
-                stored_key_free(old);
+                key_store_remove(s, old);
         }
         k = calloc(1, sizeof(StoredKey));
         if (!k)
@@ -983,6 +1079,7 @@ int key_store_add(KeyStore *s, const Uuid *key_id, const char *master_sae, const
         }
         k->key = key;
         k->size = size;
+        k->partial = partial;
         k->expires_usec = now_usec() + ttl_usec;
         r = stored_key_journal(s->state, k, false);
         if (r < 0) {
@@ -1000,6 +1097,11 @@ int key_store_add(KeyStore *s, const Uuid *key_id, const char *master_sae, const
         return 0;
 }
 
+int key_store_add(KeyStore *s, const Uuid *key_id, const char *master_sae, const char *slave_sae,
+                  uint8_t *key, size_t size, unsigned max_keys, uint64_t ttl_usec) {
+        return key_store_put(s, key_id, master_sae, slave_sae, key, size, false, max_keys, ttl_usec);
+}
+
 StoredKey *key_store_find(KeyStore *s, const Uuid *key_id) {
         key_store_expire(s);
         for (StoredKey *k = s->head; k; k = k->next)
@@ -1012,13 +1114,16 @@ bool stored_key_matches(const StoredKey *k, const char *master_sae, const char *
         return streq(k->master_sae, master_sae) && streq(k->slave_sae, slave_sae);
 }
 
+bool stored_key_is_partial(const StoredKey *k) {
+        return k->partial;
+}
+
 uint8_t *key_store_take(KeyStore *s, StoredKey *k, size_t *ret_size) {
         uint8_t *key = TAKE_PTR(k->key);
 
         *ret_size = k->size;
         k->size = 0;
-        key_store_unlink(s, k);
-        stored_key_free(k);
+        key_store_remove(s, k);
         return key;
 }
 
@@ -1027,7 +1132,7 @@ size_t key_store_count(const KeyStore *s, const char *master_sae, const char *sl
         size_t n = 0;
 
         for (const StoredKey *k = s->head; k; k = k->next)
-                if (k->expires_usec > now && stored_key_matches(k, master_sae, slave_sae))
+                if (!k->partial && k->expires_usec > now && stored_key_matches(k, master_sae, slave_sae))
                         n++;
         return n;
 }
@@ -1066,12 +1171,11 @@ int key_store_restore(KeyStore *s, uint8_t type, const uint8_t *p, size_t n, uns
         memcpy(key_id.bytes, p, 16);
         old = key_store_find(s, &key_id);
         if (old) {
-                key_store_unlink(s, old);
-                stored_key_free(old);
+                key_store_remove(s, old);
         }
         if (type == RECORD_KEY_DELETE)
                 return n == 16 ? 0 : -EBADMSG;
-        if (type != RECORD_KEY_PUT || n < 24)
+        if ((type != RECORD_KEY_PUT && type != RECORD_SHARES_PUT) || n < 24)
                 return -EBADMSG;
 
         memcpy(&expires, p + 16, 8);
@@ -1085,11 +1189,14 @@ int key_store_restore(KeyStore *s, uint8_t type, const uint8_t *p, size_t n, uns
                 return r;
         if (expires <= now)
                 return 0;
+        if (type == RECORD_SHARES_PUT && held_shares_parse(value, size, NULL, NULL) < 0)
+                return -EBADMSG;
 
         key = secret_memdup(value, size);
         if (!key)
                 return -ENOMEM;
-        r = key_store_add(s, &key_id, master, slave, key, size, max_keys, expires - now);
+        r = key_store_put(s, &key_id, master, slave, key, size, type == RECORD_SHARES_PUT, max_keys,
+                          expires - now);
         if (r < 0)
                 erase_and_free(key, size);
         return r;

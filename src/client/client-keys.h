@@ -78,6 +78,9 @@ int key_store_add(KeyStore *s, const Uuid *key_id, const char *master_sae, const
                   uint8_t *key, size_t size, unsigned max_keys, uint64_t ttl_usec);
 StoredKey *key_store_find(KeyStore *s, const Uuid *key_id);
 bool stored_key_matches(const StoredKey *k, const char *master_sae, const char *slave_sae);
+/* Whether k holds the shares of a gather that fell short rather than a key: the next gather of
+ * the key uses them. */
+bool stored_key_is_partial(const StoredKey *k);
 /* Unlinks k and hands its key to the caller (who wipes and frees it). */
 uint8_t *key_store_take(KeyStore *s, StoredKey *k, size_t *ret_size);
 size_t key_store_count(const KeyStore *s, const char *master_sae, const char *slave_sae);

@@ -208,6 +208,7 @@ class ShareCorruptingProxy:
         self.corrupt = corrupt
         self.delay_next_share = 0.0  # seconds to hold the next GET key-share reply back
         self.delayed = 0
+        self.turn_away = {"POST": 0, "GET": 0}  # key-share requests to answer 502 unseen by the hub
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -219,6 +220,15 @@ class ShareCorruptingProxy:
             def relay(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if "/dske/api/v1/key-share" in self.path and proxy.turn_away.get(self.command, 0) > 0:
+                    proxy.turn_away[self.command] -= 1
+                    data = b'{"detail":"the hub is out of reach"}'
+                    self.send_response(502)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 conn = http.client.HTTPConnection(LOCALHOST, proxy.target_port, timeout=10)
                 try:
@@ -631,6 +641,46 @@ class LostReplyTests(ClientTestCase):
         self.assertIsNotNone(connie.daemon.wait_for_log(r"Hub hilary: retiring PSRD block"))
         self.key_pair(carol, "sam", connie, "sofia")
         self.assertEqual(connie.status()["keys"]["gather_failures"], 0)
+
+
+class PartialGatherTests(ClientTestCase):
+    def test_shares_of_a_short_gather_are_kept(self):
+        # A hub forgets a share once it has delivered it: the shares of a gather that fell short are
+        # kept for the next gather of the key, or the key could be lost for good.
+        config = "[Keys]\nSharesRequired=2\n"
+        hubs = HUBS[:3]
+        a, b, c = hubs
+        self.hubs = {h: self.start_hub(h) for h in hubs}
+        proxies = {h: ShareCorruptingProxy(self.hubs[h].port, corrupt=False) for h in (b, c)}
+        for proxy in proxies.values():
+            self.addCleanup(proxy.close)
+        urls = [self.hub_url(h, proxies[h].port if h in proxies else None) for h in hubs]
+        clients = {"carol": ["sam"], "connie": ["sofia"]}
+        carol = self.start_client("carol", urls, ["sam"], config=self.directory_config("carol", clients) + config)
+        state = os.path.join(self.tmpdir(), "connie-state")
+        connie_config = self.directory_config("connie", clients) + config
+        connie = self.start_client("connie", urls, ["sofia"], config=connie_config, args=["--state-dir", state])
+
+        # The key reaches a and b only.
+        proxies[c].turn_away["POST"] = 1
+        key = self.get_keys(carol, "sam", "sofia").json()["keys"][0]
+        self.assertEqual(proxies[c].turn_away["POST"], 0)
+        # The first gather gets a's share only: b never sees the request, c has no share.
+        proxies[b].turn_away["GET"] = 1
+        r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=503)
+        self.assertEtsiError(r, 503, MSG_GATHER)
+        self.assertEqual(proxies[b].turn_away["GET"], 0)
+        # Kept in the state directory, like keys waiting for their SAE.
+        connie.daemon.expect_exit = -signal.SIGKILL
+        connie.daemon.stop(sig=signal.SIGKILL)
+        connie = self.start_client("connie", urls, ["sofia"], config=connie_config, args=["--state-dir", state],
+                                   port=connie.port)
+        # a has forgotten its share; with the one kept from the first gather, b's is enough.
+        r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]])
+        self.assertEqual(r.json()["keys"], [key])
+        # Delivered once, then forgotten.
+        r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=400)
+        self.assertEtsiError(r, 400, MSG_NOT_FOUND)
 
 
 class ReplenishmentTests(ClientTestCase):
