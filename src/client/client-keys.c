@@ -662,63 +662,6 @@ static int exchange_take_share(HubExchange *x, const HttpResponse *response) {
         return 0;
 }
 
-int key_op_gather(Manager *m, const char *master_sae, const char *slave_sae, const Uuid *key_id,
-                  KeyOpDone done, void *userdata, KeyOp **ret) {
-        _cleanup_(key_op_freep) KeyOp *op = NULL;
-        int r;
-
-        r = key_op_new(m, KEY_OP_GATHER, master_sae, slave_sae, done, userdata, &op);
-        if (r < 0)
-                return r;
-        op->key_id = *key_id;
-        (void) uuid_to_string(&op->key_id, op->key_id_string);
-
-        for (size_t i = 0; i < op->n_exchanges; i++) {
-                HubExchange *x = &op->exchanges[i];
-
-                if (!peer_hub_usable(x->hub)) {
-                        exchange_set_outcome(x, HUB_OUTCOME_SKIPPED, "%s",
-                                             peer_hub_state_to_string(x->hub->state));
-                        continue;
-                }
-                x->generation = x->hub->generation;
-                r = exchange_start_gather(x);
-                if (r < 0) {
-                        exchange_start_failed(x, r);
-                        continue;
-                }
-                op->n_pending++;
-        }
-
-        r = key_op_arm(op);
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(op);
-        return 0;
-}
-
-/* The share length most hubs agree on; shares of another length cannot belong to the key. */
-static size_t gather_majority_size(const KeyOp *op) {
-        size_t best = 0;
-        unsigned best_count = 0;
-
-        for (size_t i = 0; i < op->n_exchanges; i++) {
-                unsigned count = 0;
-
-                if (op->exchanges[i].outcome != HUB_OUTCOME_OK)
-                        continue;
-                for (size_t j = 0; j < op->n_exchanges; j++)
-                        if (op->exchanges[j].outcome == HUB_OUTCOME_OK &&
-                            op->exchanges[j].share_size == op->exchanges[i].share_size)
-                                count++;
-                if (count > best_count) {
-                        best_count = count;
-                        best = op->exchanges[i].share_size;
-                }
-        }
-        return best;
-}
-
 /* Shares held from a gather that fell short, kept in the store as a partial entry: a hub forgets a
  * share once it has delivered it, so without them the key could never be recovered. The layout:
  * the number of shares n, their length L (two bytes, little endian), then n times the share's x
@@ -761,6 +704,19 @@ static StoredKey *gather_held(KeyOp *op) {
 }
 
 /* Keeps the n shares of a gather that fell short (replacing what was held) for the next one. */
+/* The hubs whose share is held, by share index. */
+static uint32_t gather_held_mask(KeyOp *op) {
+        StoredKey *held = gather_held(op);
+        size_t n, len;
+        uint32_t mask = 0;
+
+        if (!held || held_shares_parse(held->key, held->size, &n, &len) < 0)
+                return 0;
+        for (size_t i = 0; i < n; i++)
+                mask |= UINT32_C(1) << held->key[HELD_HEADER + i * (1 + len)];
+        return mask;
+}
+
 static void gather_hold(KeyOp *op, const ShamirShare *shares, size_t n, size_t len) {
         const ClientConfig *c = &op->manager->config;
         size_t size = HELD_HEADER + n * (1 + len);
@@ -787,6 +743,70 @@ static void gather_hold(KeyOp *op, const ShamirShare *shares, size_t n, size_t l
                 erase_and_free(blob, size);
                 log_warning("Key %s: failed to keep the %zu shares gathered.", op->key_id_string, n);
         }
+}
+
+int key_op_gather(Manager *m, const char *master_sae, const char *slave_sae, const Uuid *key_id,
+                  KeyOpDone done, void *userdata, KeyOp **ret) {
+        _cleanup_(key_op_freep) KeyOp *op = NULL;
+        uint32_t held;
+        int r;
+
+        r = key_op_new(m, KEY_OP_GATHER, master_sae, slave_sae, done, userdata, &op);
+        if (r < 0)
+                return r;
+        op->key_id = *key_id;
+        (void) uuid_to_string(&op->key_id, op->key_id_string);
+        held = gather_held_mask(op);
+
+        for (size_t i = 0; i < op->n_exchanges; i++) {
+                HubExchange *x = &op->exchanges[i];
+
+                if (held & (UINT32_C(1) << x->hub->index)) {
+                        /* It delivered its share to an earlier request, and no longer has it. */
+                        exchange_set_outcome(x, HUB_OUTCOME_SKIPPED, "share held from an earlier request");
+                        continue;
+                }
+                if (!peer_hub_usable(x->hub)) {
+                        exchange_set_outcome(x, HUB_OUTCOME_SKIPPED, "%s",
+                                             peer_hub_state_to_string(x->hub->state));
+                        continue;
+                }
+                x->generation = x->hub->generation;
+                r = exchange_start_gather(x);
+                if (r < 0) {
+                        exchange_start_failed(x, r);
+                        continue;
+                }
+                op->n_pending++;
+        }
+
+        r = key_op_arm(op);
+        if (r < 0)
+                return r;
+        *ret = TAKE_PTR(op);
+        return 0;
+}
+
+/* The share length most hubs agree on; shares of another length cannot belong to the key. */
+static size_t gather_majority_size(const KeyOp *op) {
+        size_t best = 0;
+        unsigned best_count = 0;
+
+        for (size_t i = 0; i < op->n_exchanges; i++) {
+                unsigned count = 0;
+
+                if (op->exchanges[i].outcome != HUB_OUTCOME_OK)
+                        continue;
+                for (size_t j = 0; j < op->n_exchanges; j++)
+                        if (op->exchanges[j].outcome == HUB_OUTCOME_OK &&
+                            op->exchanges[j].share_size == op->exchanges[i].share_size)
+                                count++;
+                if (count > best_count) {
+                        best_count = count;
+                        best = op->exchanges[i].share_size;
+                }
+        }
+        return best;
 }
 
 static void gather_recover(KeyOp *op) {

@@ -675,9 +675,12 @@ class PartialGatherTests(ClientTestCase):
         connie.daemon.stop(sig=signal.SIGKILL)
         connie = self.start_client("connie", urls, ["sofia"], config=connie_config, args=["--state-dir", state],
                                    port=connie.port)
-        # a has forgotten its share; with the one kept from the first gather, b's is enough.
+        # a has forgotten its share; with the one kept from the first gather, b's is enough, and a
+        # is not asked again.
+        failures = connie.hub_status(a)["failures"]
         r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]])
         self.assertEqual(r.json()["keys"], [key])
+        self.assertEqual(connie.hub_status(a)["failures"], failures)
         # Delivered once, then forgotten.
         r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=400)
         self.assertEtsiError(r, 400, MSG_NOT_FOUND)
