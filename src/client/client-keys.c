@@ -83,7 +83,8 @@ struct KeyStore {
         sd_event *event;
         StateDir *state;        /* where keys added and removed are journaled; NULL: nowhere */
         StoredKey *head, *tail; /* oldest first */
-        size_t n_keys;
+        size_t n_keys;          /* entries, partial ones included */
+        size_t n_partial;       /* entries holding shares */
 };
 
 static void exchange_set_outcome(HubExchange *x, HubOutcome outcome, const char *format, ...) _printf_(3, 4);
@@ -1035,6 +1036,7 @@ static void key_store_unlink(KeyStore *s, StoredKey *k) {
                 s->tail = k->prev;
         k->prev = k->next = NULL;
         s->n_keys--;
+        s->n_partial -= k->partial;
         if (s->state &&
             state_dir_append(s->state, RECORD_KEY_DELETE, k->key_id.bytes, sizeof(k->key_id.bytes)) < 0)
                 log_warning("Failed to record that a stored key is gone.");
@@ -1114,6 +1116,7 @@ static int key_store_put(KeyStore *s, const Uuid *key_id, const char *master_sae
                 s->head = k;
         s->tail = k;
         s->n_keys++;
+        s->n_partial += k->partial;
         return 0;
 }
 
@@ -1158,7 +1161,7 @@ size_t key_store_count(const KeyStore *s, const char *master_sae, const char *sl
 }
 
 size_t key_store_size(const KeyStore *s) {
-        return s->n_keys;
+        return s->n_keys - s->n_partial;
 }
 
 void key_store_set_state(KeyStore *s, StateDir *d) {

@@ -83,6 +83,7 @@ bool stored_key_matches(const StoredKey *k, const char *master_sae, const char *
 bool stored_key_is_partial(const StoredKey *k);
 /* Unlinks k and hands its key to the caller (who wipes and frees it). */
 uint8_t *key_store_take(KeyStore *s, StoredKey *k, size_t *ret_size);
+/* Keys stored (for the pair; in all): the shares held of keys not rebuilt yet do not count. */
 size_t key_store_count(const KeyStore *s, const char *master_sae, const char *slave_sae);
 size_t key_store_size(const KeyStore *s);
 /* Wipes every key. */

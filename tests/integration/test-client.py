@@ -670,6 +670,7 @@ class PartialGatherTests(ClientTestCase):
         r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=503)
         self.assertEtsiError(r, 503, MSG_GATHER)
         self.assertEqual(proxies[b].turn_away["GET"], 0)
+        self.assertEqual(connie.status()["keys"]["stored"], 0)  # shares, not a key
         # Kept in the state directory, like keys waiting for their SAE.
         connie.daemon.expect_exit = -signal.SIGKILL
         connie.daemon.stop(sig=signal.SIGKILL)
