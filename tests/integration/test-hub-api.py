@@ -743,7 +743,20 @@ class KeyShareTests(HubTestCase):
         self.assertEqual(self.connie.hub_pool.blocks, [])
 
 
-class TtlTests(HubTestCase):
+class ExpiryTestCase(HubTestCase):
+    def assert_expired(self, peer, key_id):
+        """Waits until the hub holds no share, then checks that one expired: key_id's, which peer
+        can no longer get."""
+        deadline = time.monotonic() + 10
+        while self.stored_shares() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(self.stored_shares(), [])
+        self.assertEqual(self.hub.status()["nr_shares_expired"], 1)
+        r, _, _ = peer.get_share("sam", "sofia", key_id)
+        self.assertError(r, 404, "Unknown key ID")
+
+
+class TtlTests(ExpiryTestCase):
     config = "[Hub]\nShareTTL=1s\n"
 
     def test_share_expires(self):
@@ -752,16 +765,10 @@ class TtlTests(HubTestCase):
         key_id = new_key_id()
         self.assertEqual(carol.post_share("sam", "sofia", key_id, 0, os.urandom(16)).status, 200)
         self.assertEqual(len(self.stored_shares()), 1)
-        deadline = time.monotonic() + 10
-        while self.stored_shares() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.assertEqual(self.stored_shares(), [])
-        self.assertEqual(self.hub.status()["nr_shares_expired"], 1)
-        r, _, _ = connie.get_share("sam", "sofia", key_id)
-        self.assertError(r, 404, "Unknown key ID")
+        self.assert_expired(connie, key_id)
 
 
-class TtlOrderTests(HubTestCase):
+class TtlOrderTests(ExpiryTestCase):
     config = "[Hub]\nShareTTL=2s\n"
 
     def test_later_share_outlives_a_delivered_one(self):
@@ -779,13 +786,7 @@ class TtlOrderTests(HubTestCase):
         time.sleep(max(0.0, start + 2.4 - time.monotonic()))
         if time.monotonic() - second_posted < 1.9:
             self.assertEqual(len(self.stored_shares()), 1, "the second share expired early")
-        deadline = time.monotonic() + 10
-        while self.stored_shares() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        self.assertEqual(self.stored_shares(), [])
-        self.assertEqual(self.hub.status()["nr_shares_expired"], 1)
-        r, _, _ = connie.get_share("sam", "sofia", second)
-        self.assertError(r, 404, "Unknown key ID")
+        self.assert_expired(connie, second)
 
 
 class RoutingTests(HubTestCase):
