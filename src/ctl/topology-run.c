@@ -7,6 +7,7 @@
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -884,6 +885,11 @@ static _noreturn_ void child_exec(const Up *u, int log_fd, int null_fd, char **a
         (void) sigemptyset(&ss);
         (void) sigprocmask(SIG_SETMASK, &ss, NULL);
         (void) signal(SIGPIPE, SIG_DFL);
+
+        /* The units' CPUSchedulingPolicy=: see there. Said on our own stderr, still the terminal. */
+        if (sched_setscheduler(0, u->t->cpu_scheduling_policy, &(struct sched_param){}) < 0)
+                dprintf(STDERR_FILENO, "dskectl: %s runs with the default scheduling policy: %s\n", argv[1],
+                        strerror(errno));
 
         if (setsid() < 0 || dup2(null_fd, STDIN_FILENO) < 0 || dup2(log_fd, STDOUT_FILENO) < 0 ||
             dup2(log_fd, STDERR_FILENO) < 0)

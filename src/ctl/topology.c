@@ -4,6 +4,7 @@
 #include <ini.h>
 #include <libgen.h>
 #include <limits.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -257,6 +258,18 @@ static int parser_handle_topology(Parser *p, const char *key, const char *value)
         }
         if (streq(key, "ReadyTimeoutSec"))
                 return conf_parse_sec(p->path, p->line, key, value, &t->ready_timeout_usec);
+        if (streq(key, "CPUSchedulingPolicy")) {
+                if (streq(value, "batch"))
+                        t->cpu_scheduling_policy = SCHED_BATCH;
+                else if (streq(value, "other"))
+                        t->cpu_scheduling_policy = SCHED_OTHER;
+                else {
+                        log_error("%s:%u: CPUSchedulingPolicy= must be batch or other: \"%s\".", p->path,
+                                  p->line, value);
+                        return -EINVAL;
+                }
+                return 0;
+        }
 
         log_error("%s:%u: Unknown key %s= in section [Topology].", p->path, p->line, key);
         return -EINVAL;
@@ -435,6 +448,7 @@ int topology_load(const char *path, Topology **ret) {
                 return log_oom();
         t->base_port = TOPOLOGY_BASE_PORT_DEFAULT;
         t->ready_timeout_usec = TOPOLOGY_READY_TIMEOUT_DEFAULT;
+        t->cpu_scheduling_policy = SCHED_BATCH;
 
         Parser p = {
                 .path = path,

@@ -12,6 +12,7 @@
  *   SharesRequired=3         k, the shares a client needs to rebuild a key (default: the client's)
  *   LogLevel=notice          every node's log level (default: the daemons' own)
  *   ReadyTimeoutSec=30s      how long "up" waits for every node to become ready
+ *   CPUSchedulingPolicy=batch  the nodes' scheduling policy, batch or other, as in the units
  *
  *   [Hub hank]               one section per hub; Config= overrides HubConfig=
  *   [Client carol]           one section per client
@@ -54,7 +55,8 @@ typedef struct Topology {
         unsigned shares_required; /* 0: the clients' default */
         char *log_level;          /* NULL: the daemons' default */
         uint64_t ready_timeout_usec;
-        TopologyNode *nodes; /* hubs first, then clients, each sorted by name */
+        int cpu_scheduling_policy; /* SCHED_BATCH or SCHED_OTHER */
+        TopologyNode *nodes;       /* hubs first, then clients, each sorted by name */
         size_t n_nodes;
         size_t n_hubs;
 } Topology;

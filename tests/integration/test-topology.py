@@ -116,6 +116,8 @@ class TestTopologyLifecycle(TopologyTestCase):
         self.assertEqual(sorted(pids), sorted(SMALL_NODES))
         for pid in pids.values():
             self.assertTrue(process_alive(pid))
+            # The policy the units give the daemons.
+            self.assertEqual(os.sched_getscheduler(pid), os.SCHED_BATCH)
 
         out = self.ctl_ok("topology", "status", path, "--run-dir", self.run_dir)
         for i, (kind, name) in enumerate(SMALL_NODES):
@@ -161,6 +163,8 @@ class TestTopologyLifecycle(TopologyTestCase):
         self.assertIn("already up", err)
         for pid in pids.values():
             self.assertTrue(process_alive(pid))
+            # The policy the units give the daemons.
+            self.assertEqual(os.sched_getscheduler(pid), os.SCHED_BATCH)
 
         code, out, err = self.ctl("topology", "down", path, "--run-dir", self.run_dir)
         self.assertEqual(code, 0, err)
@@ -189,9 +193,11 @@ class TestTopologyLifecycle(TopologyTestCase):
                       self.ctl_ok("get-key-pair", "sam", "sofia", "--topology", path, "--run-dir", self.run_dir))
 
     def test_bench_and_decommission(self):
-        path = self.write_topology(SMALL_TOPOLOGY)
+        path = self.write_topology(SMALL_TOPOLOGY.replace("[Topology]", "[Topology]\nCPUSchedulingPolicy=other"))
         base = free_port_range(len(SMALL_NODES))
         self.up(path, base)
+        for n in self.state()["nodes"]:
+            self.assertEqual(os.sched_getscheduler(n["pid"]), os.SCHED_OTHER)
 
         out = self.ctl_ok("bench", path, "--run-dir", self.run_dir, "--pairs", "200", "--concurrency", "8",
                           "--size", "256")
@@ -246,6 +252,7 @@ class TestTopologyErrors(TopologyTestCase):
             ("[Topology]\nBasePort=99999\n[Hub h1]\n", 2, "BasePort"),
             ("[Hub h1]\nEncryptors=sam\n", 2, "Encryptors= is only valid for clients"),
             ("[Hub h1]\nthis line is wrong\n", 2, "Syntax error"),
+            ("[Topology]\nCPUSchedulingPolicy=fifo\n[Hub h1]\n", 2, "CPUSchedulingPolicy= must be batch or other"),
         ]
         for text, line, message in cases:
             with self.subTest(message=message):

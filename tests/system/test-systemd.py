@@ -77,10 +77,12 @@ class SystemdTests(ContainerTestCase):
 
     def test_1_units_active(self):
         for unit in [f"dske-hub@{h}.service" for h in HUBS] + [f"dske-client@{c}.service" for c in CLIENTS]:
-            p = self.show(unit, "ActiveState", "SubState", "User", "BusName", "StatusText")
+            p = self.show(unit, "ActiveState", "SubState", "User", "BusName", "StatusText", "MainPID")
             self.assertEqual((p["ActiveState"], p["SubState"]), ("active", "running"),
                              f"{unit}: {p}\n{self.units_log(unit)}")
             self.assertEqual(p["User"], "dske")
+            # The units' CPUSchedulingPolicy=batch, as the process has it.
+            self.assertIn("SCHED_BATCH", self.sh("chrt", "-p", p["MainPID"]).stdout, unit)
             name = unit.split("@")[1].removesuffix(".service")
             role = "Hub" if unit.startswith("dske-hub") else "Client"
             self.assertEqual(p["BusName"], f"org.dske.{role}.{name}")
