@@ -1153,17 +1153,23 @@ static int state_block_reserve(StateBlock *sb, size_t end) {
         return 0;
 }
 
-/* The block of sp after b that a pool takes from next: the first not used up. */
-static StateBlock *state_pool_next_block(StatePool *sp, const Block *b) {
+/* The first block of sp from index i on that is not used up. */
+static StateBlock *state_pool_block_from(StatePool *sp, size_t i) {
         Pool *p = sp->pool;
-        size_t i;
 
-        for (i = 0; i < p->n_blocks && p->blocks[i] != b; i++)
-                ;
-        for (i++; i < p->n_blocks; i++)
+        for (; i < p->n_blocks; i++)
                 if (p->blocks[i]->userdata && p->blocks[i]->n_used < p->blocks[i]->size)
                         return p->blocks[i]->userdata;
         return NULL;
+}
+
+/* The block of sp after b that a pool takes from next. */
+static StateBlock *state_pool_next_block(StatePool *sp, const Block *b) {
+        size_t i;
+
+        for (i = 0; i < sp->pool->n_blocks && sp->pool->blocks[i] != b; i++)
+                ;
+        return state_pool_block_from(sp, i + 1);
 }
 
 /* Asks for sb to be reserved up to want in the background; the file it is copied into from now on
@@ -1228,6 +1234,39 @@ static void state_pool_activate_ahead(StatePool *sp, const Block *b) {
         next->active_pos = state_want_durable(d);
 }
 
+/* What the ahead logic above does as a pool is used, done for a pool that has not been used yet:
+ * at start, or when a block arrives after the ahead logic last looked (the pool's first block, a
+ * refill that came late). The current block's reservation or activation, and the next one's when
+ * due, are asked for in the background, so that the first take finds them durable instead of
+ * syncing on the loop. */
+static void state_pool_prepare_ahead(StatePool *sp) {
+        StateDir *d = sp->dir;
+        StateBlock *cur;
+
+        if (d->flags & STATE_OPEN_READ_ONLY)
+                return;
+        cur = state_pool_block_from(sp, 0); /* the block takes come from now */
+        if (!cur)
+                return;
+
+        /* Takes from a block go from its start up, so the bytes used tell where they are. */
+        if (sp->owner == POOL_OWNER_LOCAL) {
+                if (cur->reserve_pos > 0)
+                        return;
+                if (cur->reserved <= cur->block->n_used)
+                        state_block_reserve_async(
+                                cur, MIN(cur->block->size, cur->block->n_used + reserve_chunk(cur->block)));
+                else
+                        state_block_reserve_ahead(cur, cur->block->n_used);
+                return;
+        }
+
+        if (!cur->active && cur->active_pos == 0 &&
+            psrd_record(&d->pending, RECORD_PSRD_ACTIVE, sp, cur->block, 0, 0) >= 0)
+                cur->active_pos = state_want_durable(d);
+        state_pool_activate_ahead(sp, cur->block);
+}
+
 static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t start, size_t size,
                              void *userdata);
 
@@ -1265,6 +1304,7 @@ static int state_pool_record(Pool *p, PsrdChange change, const Block *b, size_t 
                         return r;
                 }
                 d->next_seq++;
+                state_pool_prepare_ahead(sp);
                 return 0;
 
         case PSRD_CHANGE_MARKED_USED:
@@ -2371,6 +2411,7 @@ int state_dir_take_pool(StateDir *d, const char *peer, PoolOwner owner, Pool **r
         }
         sp->taken = true;
         pool_set_observer(sp->pool, state_pool_observer, sp);
+        state_pool_prepare_ahead(sp);
         *ret = sp->pool;
         return 0;
 }
@@ -2620,8 +2661,11 @@ int state_dir_call_when_written(StateDir *d, StateWritten callback, void *userda
 int state_dir_wait(StateDir *d) {
         if (!d || !d->worker)
                 return 0;
-        io_worker_drain(d->sync_worker);
-        io_worker_drain(d->worker);
+        /* A job that completes may ask for more: the sync of what was written while it ran. */
+        do {
+                io_worker_drain(d->sync_worker);
+                io_worker_drain(d->worker);
+        } while (!d->failed && (d->sync_running || d->checkpoint_running));
         return d->failed ? -EIO : 0;
 }
 

@@ -35,16 +35,17 @@
  *  - PSRD a node sends with (its own pools) is reserved ahead in chunks: the reservation is synced
  *    before any byte of it is handed out, and after a crash the reserved but unused bytes are
  *    burned (half a chunk per block in use, on average). The next reservation is asked for in the
- *    background when a quarter of a chunk is left; the loop syncs only when it is not durable in
- *    time.
+ *    background when a quarter of a chunk is left, the first one when the pool is taken or its
+ *    block arrives; the loop syncs only when it is not durable in time.
  *  - PSRD a peer names (the peer's pools) is journaled as used before the reply to its message,
  *    so a replay after a restart finds it used. Against power loss, where the last writes may be
  *    lost, a block is marked active by a durable record before the reply to its first take; a
  *    journal of an earlier boot (the system went down) then burns every active block whole. The
- *    next block of a pool is marked in the background when three quarters of the one in use are
- *    used, and blocks in use stay marked across checkpoints, so a power loss burns the blocks in
- *    use of every peer's pool. The peer is told "Invalid PSRD block UUID." or "Attempt to use
- *    PSRD data more than once." for those bytes and retires the block.
+ *    block in use is marked in the background when the pool is taken or the block arrives, the
+ *    next block of a pool when three quarters of the one in use are used, and blocks in use stay
+ *    marked across checkpoints, so a power loss burns the blocks in use of every peer's pool. The
+ *    peer is told "Invalid PSRD block UUID." or "Attempt to use PSRD data more than once." for
+ *    those bytes and retires the block.
  *  - A new block may be lost by a power loss until the next checkpoint syncs its file, and with
  *    it the records naming it: that cannot make PSRD used twice, and a peer naming it is told it
  *    is unknown. (Blocks arrive several times a second under load: a sync for each was about two

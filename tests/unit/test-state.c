@@ -13,6 +13,7 @@
 #include <endian.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <pthread.h>
 #include <sys/stat.h>
 #include <systemd/sd-event.h>
 #include <systemd/sd-id128.h>
@@ -34,6 +35,19 @@
 #define JOURNAL_HEADER_SIZE 36u
 #define JOURNAL_END_OFFSET  40u
 #define JOURNAL_DATA_OFFSET 48u
+
+/* Syncs made by the thread that runs the loop: the state code's own threads make theirs in the
+ * background. The test is linked with --wrap=fdatasync. */
+static pthread_t loop_thread;
+static unsigned loop_syncs;
+
+int __real_fdatasync(int fd);
+int __wrap_fdatasync(int fd);
+int __wrap_fdatasync(int fd) {
+        if (pthread_equal(pthread_self(), loop_thread))
+                loop_syncs++;
+        return __real_fdatasync(fd);
+}
 
 /* ---- files and directories ---- */
 
@@ -979,6 +993,65 @@ static void test_reserve_ahead(void **state) {
         tmpdir_free(dir);
 }
 
+/* A pool's first take, and the first take from a block that arrived late, find the block reserved
+ * (own pools) or marked active (peers' pools) in the background: the loop does not sync. */
+static void test_ahead_of_first_take(void **state) {
+        char *dir = tmpdir_new();
+        sd_event *e = event_new();
+        Allocation *a = NULL;
+        Orig late[2];
+        Pool *p;
+        StateDir *d;
+        Setup s;
+
+        (void) state;
+        d = state_open(e, dir);
+        setup_pools(d, &s);
+        assert_int_equal(state_dir_wait(d), 0);
+        loop_syncs = 0;
+        assert_int_equal(pool_allocate(s.pools[0], 700, &a), 0);
+        allocation_free(a);
+        a = names(s.blocks[2], 0, 100, NULL, 0, 0);
+        assert_int_equal(pool_take(s.pools[1], a, 0, NULL), 0);
+        allocation_free(a);
+        assert_int_equal(loop_syncs, 0);
+
+        /* The same after a restart (kill -9), which burns what was reserved and not handed out. */
+        state_drop(d, s.pools, 2);
+        d = state_open(e, dir);
+        reopen_pools(d, &s);
+        assert_int_equal(state_dir_wait(d), 0);
+        loop_syncs = 0;
+        assert_int_equal(pool_allocate(s.pools[0], 700, &a), 0);
+        allocation_free(a);
+        a = names(s.blocks[2], 100, 100, NULL, 0, 0);
+        assert_int_equal(pool_take(s.pools[1], a, 0, NULL), 0);
+        allocation_free(a);
+        assert_int_equal(loop_syncs, 0);
+
+        /* A block that arrives once the pool's last one is reserved to its end. */
+        p = state_take(d, "p2", POOL_OWNER_LOCAL);
+        (void) block_add(p, 3000, &late[0]);
+        assert_int_equal(pool_allocate(p, 2900, &a), 0);
+        allocation_free(a);
+        assert_int_equal(state_dir_wait(d), 0);
+        (void) block_add(p, 3000, &late[1]);
+        assert_int_equal(state_dir_wait(d), 0);
+        loop_syncs = 0;
+        assert_int_equal(pool_allocate(p, 300, &a), 0);
+        allocation_free(a);
+        assert_int_equal(p->blocks[1]->n_used, 200);
+        assert_int_equal(loop_syncs, 0);
+
+        state_dir_release_pool(d, p, false);
+        pool_free(p);
+        state_drop(d, s.pools, 2);
+        orig_done(s.orig, 4);
+        orig_done(late, 2);
+        sd_event_unref(e);
+        tmpdir_free(dir);
+}
+
 static void test_records(void **state) {
         char *dir = tmpdir_new();
         sd_event *e = event_new();
@@ -1909,6 +1982,7 @@ static void test_pool_observer(void **state) {
 }
 
 int main(void) {
+        loop_thread = pthread_self();
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_teardown(test_fresh, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_ownership, tmpdirs_remove),
@@ -1916,6 +1990,7 @@ int main(void) {
                 cmocka_unit_test_teardown(test_clean_restart, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_crash_restart, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_reserve_ahead, tmpdirs_remove),
+                cmocka_unit_test_teardown(test_ahead_of_first_take, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_records, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_replay_stops, tmpdirs_remove),
                 cmocka_unit_test_teardown(test_corruption, tmpdirs_remove),
