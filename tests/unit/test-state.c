@@ -993,6 +993,21 @@ static void test_reserve_ahead(void **state) {
         tmpdir_free(dir);
 }
 
+/* Once the background work is done, a take from each of s's pools (the peer's from offset at) makes
+ * no sync on the loop. */
+static void assert_takes_without_sync(StateDir *d, Setup *s, size_t at) {
+        Allocation *a = NULL;
+
+        assert_int_equal(state_dir_wait(d), 0);
+        loop_syncs = 0;
+        assert_int_equal(pool_allocate(s->pools[0], 700, &a), 0);
+        allocation_free(a);
+        a = names(s->blocks[2], at, 100, NULL, 0, 0);
+        assert_int_equal(pool_take(s->pools[1], a, 0, NULL), 0);
+        allocation_free(a);
+        assert_int_equal(loop_syncs, 0);
+}
+
 /* A pool's first take, and the first take from a block that arrived late, find the block reserved
  * (own pools) or marked active (peers' pools) in the background: the loop does not sync. */
 static void test_ahead_of_first_take(void **state) {
@@ -1007,27 +1022,13 @@ static void test_ahead_of_first_take(void **state) {
         (void) state;
         d = state_open(e, dir);
         setup_pools(d, &s);
-        assert_int_equal(state_dir_wait(d), 0);
-        loop_syncs = 0;
-        assert_int_equal(pool_allocate(s.pools[0], 700, &a), 0);
-        allocation_free(a);
-        a = names(s.blocks[2], 0, 100, NULL, 0, 0);
-        assert_int_equal(pool_take(s.pools[1], a, 0, NULL), 0);
-        allocation_free(a);
-        assert_int_equal(loop_syncs, 0);
+        assert_takes_without_sync(d, &s, 0);
 
         /* The same after a restart (kill -9), which burns what was reserved and not handed out. */
         state_drop(d, s.pools, 2);
         d = state_open(e, dir);
         reopen_pools(d, &s);
-        assert_int_equal(state_dir_wait(d), 0);
-        loop_syncs = 0;
-        assert_int_equal(pool_allocate(s.pools[0], 700, &a), 0);
-        allocation_free(a);
-        a = names(s.blocks[2], 100, 100, NULL, 0, 0);
-        assert_int_equal(pool_take(s.pools[1], a, 0, NULL), 0);
-        allocation_free(a);
-        assert_int_equal(loop_syncs, 0);
+        assert_takes_without_sync(d, &s, 100);
 
         /* A block that arrives once the pool's last one is reserved to its end. */
         p = state_take(d, "p2", POOL_OWNER_LOCAL);
