@@ -669,6 +669,11 @@ static int exchange_take_share(HubExchange *x, const HttpResponse *response) {
  * and its L bytes. */
 #define HELD_HEADER 3u
 
+/* Where share i starts in such an entry: its x, then its len bytes. With i = n, the entry's size. */
+static size_t held_share_offset(size_t len, size_t i) {
+        return HELD_HEADER + i * (1 + len);
+}
+
 static int held_shares_parse(const uint8_t *p, size_t size, size_t *ret_n, size_t *ret_len) {
         size_t n, len;
         uint32_t seen = 0;
@@ -677,10 +682,10 @@ static int held_shares_parse(const uint8_t *p, size_t size, size_t *ret_n, size_
                 return -EBADMSG;
         n = p[0];
         len = (size_t) p[1] | (size_t) p[2] << 8;
-        if (n == 0 || n > CLIENT_HUBS_MAX || len == 0 || size != HELD_HEADER + n * (1 + len))
+        if (n == 0 || n > CLIENT_HUBS_MAX || len == 0 || size != held_share_offset(len, n))
                 return -EBADMSG;
         for (size_t i = 0; i < n; i++) {
-                uint8_t x = p[HELD_HEADER + i * (1 + len)];
+                uint8_t x = p[held_share_offset(len, i)];
 
                 if (x >= CLIENT_HUBS_MAX || (seen & (UINT32_C(1) << x)))
                         return -EBADMSG;
@@ -704,7 +709,6 @@ static StoredKey *gather_held(KeyOp *op) {
         return k && k->partial && stored_key_matches(k, op->master_sae, op->slave_sae) ? k : NULL;
 }
 
-/* Keeps the n shares of a gather that fell short (replacing what was held) for the next one. */
 /* The hubs whose share is held, by share index. */
 static uint32_t gather_held_mask(KeyOp *op) {
         StoredKey *held = gather_held(op);
@@ -714,13 +718,14 @@ static uint32_t gather_held_mask(KeyOp *op) {
         if (!held || held_shares_parse(held->key, held->size, &n, &len) < 0)
                 return 0;
         for (size_t i = 0; i < n; i++)
-                mask |= UINT32_C(1) << held->key[HELD_HEADER + i * (1 + len)];
+                mask |= UINT32_C(1) << held->key[held_share_offset(len, i)];
         return mask;
 }
 
+/* Keeps the n shares of a gather that fell short (replacing what was held) for the next one. */
 static void gather_hold(KeyOp *op, const ShamirShare *shares, size_t n, size_t len) {
         const ClientConfig *c = &op->manager->config;
-        size_t size = HELD_HEADER + n * (1 + len);
+        size_t size = held_share_offset(len, n);
         StoredKey *old;
         uint8_t *blob;
 
@@ -733,8 +738,8 @@ static void gather_hold(KeyOp *op, const ShamirShare *shares, size_t n, size_t l
         blob[1] = (uint8_t) len;
         blob[2] = (uint8_t) (len >> 8);
         for (size_t i = 0; i < n; i++) {
-                blob[HELD_HEADER + i * (1 + len)] = shares[i].x;
-                memcpy(blob + HELD_HEADER + i * (1 + len) + 1, shares[i].value, len);
+                blob[held_share_offset(len, i)] = shares[i].x;
+                memcpy(blob + held_share_offset(len, i) + 1, shares[i].value, len);
         }
         old = gather_held(op);
         if (old)
@@ -842,7 +847,7 @@ static void gather_recover(KeyOp *op) {
         }
         /* A hub that delivered its share to an earlier gather no longer has it. */
         for (size_t i = 0; held && held_len == size && i < n_held; i++) {
-                const uint8_t *h = held->key + HELD_HEADER + i * (1 + held_len);
+                const uint8_t *h = held->key + held_share_offset(held_len, i);
 
                 if (have & (UINT32_C(1) << h[0]))
                         continue;
@@ -1003,7 +1008,7 @@ static int stored_key_record(const StoredKey *k, uint64_t now_mono, uint8_t **re
 }
 
 static int stored_key_journal(StateDir *d, const StoredKey *k, bool snapshot) {
-        uint8_t *buf;
+        uint8_t *buf, type;
         size_t n;
         int r;
 
@@ -1012,8 +1017,8 @@ static int stored_key_journal(StateDir *d, const StoredKey *k, bool snapshot) {
         r = stored_key_record(k, now_usec(), &buf, &n);
         if (r < 0)
                 return r;
-        r = snapshot ? state_dir_snapshot_add(d, k->partial ? RECORD_SHARES_PUT : RECORD_KEY_PUT, buf, n)
-                     : state_dir_append(d, k->partial ? RECORD_SHARES_PUT : RECORD_KEY_PUT, buf, n);
+        type = k->partial ? RECORD_SHARES_PUT : RECORD_KEY_PUT;
+        r = snapshot ? state_dir_snapshot_add(d, type, buf, n) : state_dir_append(d, type, buf, n);
         erase_and_free(buf, n);
         return r;
 }
