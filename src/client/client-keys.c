@@ -793,20 +793,29 @@ int key_op_gather(Manager *m, const char *master_sae, const char *slave_sae, con
         return 0;
 }
 
-/* The share length most hubs agree on; shares of another length cannot belong to the key. */
-static size_t gather_majority_size(const KeyOp *op) {
-        size_t best = 0;
-        unsigned best_count = 0;
+/* The shares of this length: those received, and those held if they have it. */
+static unsigned gather_votes(const KeyOp *op, size_t size, size_t held_len, size_t n_held) {
+        unsigned n = size == held_len ? (unsigned) n_held : 0;
+
+        for (size_t i = 0; i < op->n_exchanges; i++)
+                if (op->exchanges[i].outcome == HUB_OUTCOME_OK && op->exchanges[i].share_size == size)
+                        n++;
+        return n;
+}
+
+/* The share length most shares agree on, the held ones included; shares of another length cannot
+ * belong to the key. On a tie the held shares win: one hub must not outvote them, since their hubs
+ * have forgotten them. */
+static size_t gather_majority_size(const KeyOp *op, size_t held_len, size_t n_held) {
+        size_t best = held_len;
+        unsigned best_count = gather_votes(op, held_len, held_len, n_held);
 
         for (size_t i = 0; i < op->n_exchanges; i++) {
-                unsigned count = 0;
+                unsigned count;
 
                 if (op->exchanges[i].outcome != HUB_OUTCOME_OK)
                         continue;
-                for (size_t j = 0; j < op->n_exchanges; j++)
-                        if (op->exchanges[j].outcome == HUB_OUTCOME_OK &&
-                            op->exchanges[j].share_size == op->exchanges[i].share_size)
-                                count++;
+                count = gather_votes(op, op->exchanges[i].share_size, held_len, n_held);
                 if (count > best_count) {
                         best_count = count;
                         best = op->exchanges[i].share_size;
@@ -827,9 +836,7 @@ static void gather_recover(KeyOp *op) {
 
         if (held && held_shares_parse(held->key, held->size, &n_held, &held_len) < 0)
                 held = NULL;
-        size = gather_majority_size(op);
-        if (size == 0 && held)
-                size = held_len;
+        size = gather_majority_size(op, held_len, n_held);
         for (size_t i = 0; i < op->n_exchanges; i++) {
                 HubExchange *x = &op->exchanges[i];
 

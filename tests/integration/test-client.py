@@ -199,13 +199,15 @@ class ShareCorruptingProxy:
     relays everything, learns the PSRD it sees in the out-of-band PSRD replies, and in every GET
     key-share reply flips one bit of the (one-time-pad encrypted, hence malleable) share and signs
     the reply again with the hub-owned bytes the hub named. The client's MAC check passes; only the
-    Shamir digest can tell the share is wrong."""
+    Shamir digest can tell the share is wrong. Asked to, it lengthens a share instead: it names a
+    pad of the new length that the hub never used, at the end of the hub's block."""
 
     def __init__(self, target_port, corrupt=True):
         self.target_port = target_port
         self.blocks = {}
         self.corrupted = 0
         self.corrupt = corrupt
+        self.lengthen_next_share = 0  # bytes to add to the next GET key-share reply's share
         self.delay_next_share = 0.0  # seconds to hold the next GET key-share reply back
         self.delayed = 0
         self.turn_away = {"POST": 0, "GET": 0}  # key-share requests to answer 502 unseen by the hub
@@ -275,18 +277,32 @@ class ShareCorruptingProxy:
             delay, self.delay_next_share = self.delay_next_share, 0.0
             self.delayed += 1
             time.sleep(delay)
+        elif method == "GET" and "/dske/api/v1/key-share" in path and self.lengthen_next_share > 0:
+            extra, self.lengthen_next_share = self.lengthen_next_share, 0
+            obj = json.loads(data)
+            size = len(base64.b64decode(obj["encrypted_share_value"])) + extra
+            block = obj["encryption_key_allocation"]["fragments"][0]["block_uuid"]
+            start = len(self.blocks[block]) - size
+            obj["encryption_key_allocation"] = {"fragments": [{"block_uuid": block, "start": start, "size": size}]}
+            obj["encrypted_share_value"] = base64.b64encode(os.urandom(size)).decode()
+            return self.sign(obj, headers)
         elif method == "GET" and "/dske/api/v1/key-share" in path and self.corrupt:
             obj = json.loads(data)
             cipher = bytearray(base64.b64decode(obj["encrypted_share_value"]))
             cipher[0] ^= 0x01
             obj["encrypted_share_value"] = base64.b64encode(bytes(cipher)).decode()
-            data = json_compact(obj)
-            value = dict((k.lower(), v) for k, v in headers)[SIGNATURE_HEADER.lower()]
-            allocation, _ = parse_signature_header(value)
-            mac = hmac.new(self.key_bytes(allocation), data, hashlib.sha256).digest()
-            headers = [(k, v) for k, v in headers if k.lower() != SIGNATURE_HEADER.lower()]
-            headers.append((SIGNATURE_HEADER, f"{allocation.to_string()}%{base64.b64encode(mac).decode()}"))
             self.corrupted += 1
+            return self.sign(obj, headers)
+        return data, headers
+
+    def sign(self, obj, headers):
+        """The reply body obj, signed again with the MAC key the hub named."""
+        data = json_compact(obj)
+        value = dict((k.lower(), v) for k, v in headers)[SIGNATURE_HEADER.lower()]
+        allocation, _ = parse_signature_header(value)
+        mac = hmac.new(self.key_bytes(allocation), data, hashlib.sha256).digest()
+        headers = [(k, v) for k, v in headers if k.lower() != SIGNATURE_HEADER.lower()]
+        headers.append((SIGNATURE_HEADER, f"{allocation.to_string()}%{base64.b64encode(mac).decode()}"))
         return data, headers
 
 
@@ -685,6 +701,41 @@ class PartialGatherTests(ClientTestCase):
         # Delivered once, then forgotten.
         r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=400)
         self.assertEtsiError(r, 400, MSG_NOT_FOUND)
+
+    def test_held_shares_count_in_the_share_length_vote(self):
+        # Shares of another length than most have cannot belong to the key and are left out. The
+        # shares held from a short gather count in that vote: one hub answering the next gather with
+        # a longer share must not outvote them, or they would be dropped, and with them the key, since
+        # their hubs have forgotten them.
+        a, b, c, d, e = HUBS
+        self.hubs = {h: self.start_hub(h) for h in HUBS}
+        proxies = {h: ShareCorruptingProxy(self.hubs[h].port, corrupt=False) for h in (c, d, e)}
+        for proxy in proxies.values():
+            self.addCleanup(proxy.close)
+        clients = {"carol": ["sam"], "connie": ["sofia"]}
+        carol = self.start_client("carol", [self.hub_url(h) for h in HUBS], ["sam"],
+                                  config=self.directory_config("carol", clients))
+        connie = self.start_client("connie",
+                                   [self.hub_url(h, proxies[h].port if h in proxies else None) for h in HUBS],
+                                   ["sofia"], config=self.directory_config("connie", clients))
+        key = self.get_keys(carol, "sam", "sofia").json()["keys"][0]
+
+        # First gather: a's and b's shares only (k is 3), which are held.
+        for h in (c, d, e):
+            proxies[h].turn_away["GET"] = 1
+        r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=503)
+        self.assertEtsiError(r, 503, MSG_GATHER)
+        # Second: c's share only, 16 bytes too long.
+        proxies[c].lengthen_next_share = 16
+        for h in (d, e):
+            proxies[h].turn_away["GET"] = 1
+        r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=503)
+        self.assertEtsiError(r, 503, MSG_GATHER)
+        self.assertEqual(proxies[c].lengthen_next_share, 0)
+        self.assertIsNotNone(connie.daemon.wait_for_log(rf"Hub {c} sent a share of 48 bytes .* others sent 32"))
+        # Third: d's and e's, with the two held, recover the key.
+        r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]])
+        self.assertEqual(r.json()["keys"], [key])
 
 
 class ReplenishmentTests(ClientTestCase):
