@@ -887,29 +887,33 @@ static void gather_recover(KeyOp *op) {
         }
 
         key = secret_alloc(size);
-        if (!key) {
-                op->result = -EAGAIN;
-                return;
-        }
-        r = shamir_recover(shares, n, op->k, size, key, &bad);
+        r = key ? shamir_recover(shares, n, op->k, size, key, &bad) : -ENOMEM;
         if (r < 0) {
                 erase_and_free(key, size);
-                log_warning("Key %s: the %zu shares received are inconsistent; no subset of %u recovers it.",
-                            op->key_id_string, n, op->k);
+                if (r == -EBADMSG)
+                        log_warning("Key %s: the %zu shares received are inconsistent; no subset of %u "
+                                    "recovers it.",
+                                    op->key_id_string, n, op->k);
+                /* Their hubs have forgotten them: the next gather brings more to choose from. */
+                gather_hold(op, shares, n, size);
                 op->result = r == -EBADMSG ? -EBADMSG : -EAGAIN;
                 return;
         }
         if (held)
                 key_store_remove(op->manager->keys, held);
-        for (size_t i = 0; i < n; i++)
-                if (owners[i] && (bad & (UINT32_C(1) << i))) {
-                        log_warning(
-                                "Hub %s sent a share inconsistent with the others for key %s; it was left "
-                                "out.",
-                                owners[i]->hub->name, op->key_id_string);
+        for (size_t i = 0; i < n; i++) {
+                if (!(bad & (UINT32_C(1) << i)))
+                        continue;
+                /* Hub i carries share i; a held share may come from a hub configured no more. */
+                if (shares[i].x < op->n_exchanges)
+                        log_warning("Hub %s sent a share inconsistent with the others for key %s; it was "
+                                    "left out.",
+                                    op->exchanges[shares[i].x].hub->name, op->key_id_string);
+                if (owners[i]) {
                         exchange_set_outcome(owners[i], HUB_OUTCOME_INCONSISTENT, "share left out");
                         op->n_ok--;
                 }
+        }
         op->key = key;
         op->key_size = size;
         op->result = 0;

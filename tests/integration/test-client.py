@@ -702,14 +702,12 @@ class PartialGatherTests(ClientTestCase):
         r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=400)
         self.assertEtsiError(r, 400, MSG_NOT_FOUND)
 
-    def test_held_shares_count_in_the_share_length_vote(self):
-        # Shares of another length than most have cannot belong to the key and are left out. The
-        # shares held from a short gather count in that vote: one hub answering the next gather with
-        # a longer share must not outvote them, or they would be dropped, and with them the key, since
-        # their hubs have forgotten them.
-        a, b, c, d, e = HUBS
+    def start_behind_proxies(self, proxied, corrupted=()):
+        """The five hubs, carol calling them directly and connie through a proxy for each hub in
+        proxied (corrupting every share for those also in corrupted). Returns connie, the proxies by
+        hub, and a key carol obtained for connie's SAE."""
         self.hubs = {h: self.start_hub(h) for h in HUBS}
-        proxies = {h: ShareCorruptingProxy(self.hubs[h].port, corrupt=False) for h in (c, d, e)}
+        proxies = {h: ShareCorruptingProxy(self.hubs[h].port, corrupt=h in corrupted) for h in proxied}
         for proxy in proxies.values():
             self.addCleanup(proxy.close)
         clients = {"carol": ["sam"], "connie": ["sofia"]}
@@ -719,7 +717,15 @@ class PartialGatherTests(ClientTestCase):
                                    [self.hub_url(h, proxies[h].port if h in proxies else None) for h in HUBS],
                                    ["sofia"], config=self.directory_config("connie", clients))
         key = self.get_keys(carol, "sam", "sofia").json()["keys"][0]
+        return connie, proxies, key
 
+    def test_held_shares_count_in_the_share_length_vote(self):
+        # Shares of another length than most have cannot belong to the key and are left out. The
+        # shares held from a short gather count in that vote: one hub answering the next gather with
+        # a longer share must not outvote them, or they would be dropped, and with them the key, since
+        # their hubs have forgotten them.
+        a, b, c, d, e = HUBS
+        connie, proxies, key = self.start_behind_proxies((c, d, e))
         # First gather: a's and b's shares only (k is 3), which are held.
         for h in (c, d, e):
             proxies[h].turn_away["GET"] = 1
@@ -736,6 +742,22 @@ class PartialGatherTests(ClientTestCase):
         # Third: d's and e's, with the two held, recover the key.
         r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]])
         self.assertEqual(r.json()["keys"], [key])
+
+    def test_shares_that_recover_nothing_are_kept(self):
+        # k shares of which one is corrupted recover nothing; they are kept too, so that the next
+        # gather's shares make a subset without the corrupted one.
+        a, b, c, d, e = HUBS
+        connie, proxies, key = self.start_behind_proxies((c, d, e), corrupted=(c,))
+        for h in (d, e):
+            proxies[h].turn_away["GET"] = 1
+        r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=503)
+        self.assertEtsiError(r, 503, MSG_GATHER)
+        self.assertEqual(proxies[c].corrupted, 1)
+        self.assertIsNotNone(connie.daemon.wait_for_log(r"the 3 shares received are inconsistent"))
+        r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]])
+        self.assertEqual(r.json()["keys"], [key])
+        self.assertEqual(proxies[c].corrupted, 1)  # c was not asked again
+        self.assertIsNotNone(connie.daemon.wait_for_log(rf"Hub {c} sent a share inconsistent"))
 
 
 class ReplenishmentTests(ClientTestCase):
