@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <uuid/uuid.h>
 
 #include "codec.h"
 #include "crc32.h"
@@ -287,6 +288,45 @@ static void test_uuid_parse(void **state) {
         }
 }
 
+/* The parser accepts what libuuid's uuid_parse() accepts, with the same bytes: strings one to three
+ * characters away from a UUID, the characters drawn from those that matter. */
+static void test_uuid_parse_like_libuuid(void **state) {
+        static const char alphabet[] = "0123456789abcdefABCDEF-gG x\xc3";
+        unsigned accepted = 0;
+
+        for (unsigned i = 0; i < 20000; i++) {
+                char s[UUID_STRING_MAX + 2];
+                uint8_t r[4];
+                Uuid u, v;
+                uuid_t expected;
+                int ours, theirs;
+
+                assert_int_equal(uuid_random(&v), 0);
+                uuid_to_string(&v, s);
+                s[UUID_STRING_MAX] = 0;
+                assert_int_equal(random_bytes(r, sizeof(r)), 0);
+                for (unsigned j = 0; j < 1u + r[0] % 3u; j++) {
+                        assert_int_equal(random_bytes(r, sizeof(r)), 0);
+                        /* A character replaced, or the string cut or lengthened by one. */
+                        if (r[2] % 8 == 0)
+                                s[r[1] % UUID_STRING_MAX] = 0;
+                        else if (r[2] % 8 == 1 && strlen(s) <= UUID_STRING_MAX - 1)
+                                strcat(s, "0");
+                        else
+                                s[r[1] % (UUID_STRING_MAX - 1)] = alphabet[r[3] % (sizeof(alphabet) - 1)];
+                }
+                ours = uuid_from_string(s, &u);
+                theirs = uuid_parse(s, expected);
+                assert_int_equal(ours == 0, theirs == 0);
+                if (ours == 0) {
+                        assert_memory_equal(u.bytes, expected, sizeof(u.bytes));
+                        accepted++;
+                }
+        }
+        /* Replacing a hex digit by another keeps a UUID valid: both outcomes were seen. */
+        assert_true(accepted > 100 && accepted < 19900);
+}
+
 static void test_uuid_bytes(void **state) {
         Uuid u, v;
         char buf[UUID_STRING_MAX];
@@ -494,6 +534,7 @@ int main(void) {
                 cmocka_unit_test(test_base64_decode_into),
                 cmocka_unit_test(test_base64_length),
                 cmocka_unit_test(test_uuid_parse),
+                cmocka_unit_test(test_uuid_parse_like_libuuid),
                 cmocka_unit_test(test_uuid_bytes),
                 cmocka_unit_test(test_uuid_random),
                 cmocka_unit_test(test_uuid_random_many),
