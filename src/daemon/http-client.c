@@ -25,6 +25,8 @@
 #define TIMER_ACCURACY_MAX_USEC ((uint64_t) 1000 * 1000)
 /* Ready sockets taken per turn of the event loop; more wait for the next turn. */
 #define EPOLL_BATCH 32
+/* URLs kept parsed (see call_set_url()): a client calls a few paths on each of its hubs. */
+#define PARSED_URLS_MAX 64u
 
 typedef struct CurlSocket CurlSocket;
 
@@ -59,6 +61,7 @@ struct HttpCall {
         size_t header_text_alloc;
         uint8_t *request_body;
         size_t request_body_alloc;
+        CURLU *url; /* handed to curl with the URL's text, see call_set_url() */
 
         uint8_t *body; /* NUL-terminated */
         size_t body_size, body_alloc;
@@ -67,6 +70,13 @@ struct HttpCall {
 
         char error[CURL_ERROR_SIZE];
 };
+
+/* A URL parsed once, without its query. */
+typedef struct ParsedUrl {
+        char *text; /* up to the query */
+        size_t size;
+        CURLU *url;
+} ParsedUrl;
 
 struct HttpClient {
         sd_event *event;
@@ -84,6 +94,9 @@ struct HttpClient {
         size_t n_running;
         HttpCall *free_head;
         size_t n_free;
+
+        ParsedUrl parsed[PARSED_URLS_MAX];
+        size_t n_parsed;
 };
 
 /* Bodies may carry encrypted shares and signatures: wipe them before the memory is reused. */
@@ -125,6 +138,7 @@ static void call_destroy(HttpCall *call) {
                 return;
         if (call->easy)
                 curl_easy_cleanup(call->easy);
+        curl_url_cleanup(call->url);
         free(call->header_nodes);
         free(call->header_text);
         if (call->request_body)
@@ -537,6 +551,10 @@ HttpClient *http_client_free(HttpClient *c) {
                 if (c->sockets[i])
                         curl_socket_free(c->sockets[i]);
         free(c->sockets);
+        for (size_t i = 0; i < c->n_parsed; i++) {
+                free(c->parsed[i].text);
+                curl_url_cleanup(c->parsed[i].url);
+        }
         sd_event_source_disable_unref(c->epoll_source);
         safe_close(c->epoll_fd);
         sd_event_source_disable_unref(c->timer_source);
@@ -720,6 +738,59 @@ static int call_setup_fixed(HttpCall *call) {
         return 0;
 }
 
+/* The parsed form of the URL text[0..size), parsed now if it is new. NULL if it cannot be kept. */
+static CURLU *client_parsed_url(HttpClient *c, const char *text, size_t size) {
+        ParsedUrl *p;
+
+        for (size_t i = 0; i < c->n_parsed; i++)
+                if (c->parsed[i].size == size && memcmp(c->parsed[i].text, text, size) == 0)
+                        return c->parsed[i].url;
+        if (c->n_parsed >= PARSED_URLS_MAX)
+                return NULL;
+
+        p = &c->parsed[c->n_parsed];
+        p->text = strndup(text, size);
+        p->url = curl_url();
+        if (!p->text || !p->url || curl_url_set(p->url, CURLUPART_URL, p->text, 0) != CURLUE_OK) {
+                free(p->text);
+                curl_url_cleanup(p->url);
+                *p = (ParsedUrl){};
+                return NULL;
+        }
+        p->size = size;
+        c->n_parsed++;
+        return p->url;
+}
+
+/* Given a URL as text, curl parses it anew for every transfer and prints it back with its
+ * byte-at-a-time printf: a tenth of a client's time. Given it parsed as well (CURLOPT_CURLU, which
+ * takes precedence), it only copies it. So each URL is parsed once, up to its query, and copied for
+ * each call with the call's query. The text is set too: curl reports it. What the two would not
+ * send alike is left to curl: a fragment, an empty query, and a query with percent-encodings (a query
+ * set on its own has them in lowercase). So are URLs beyond those kept. */
+static int call_set_url(HttpCall *call, const char *url) {
+        const char *q = strchr(url, '?');
+        CURLU *base = NULL, *old = call->url;
+        int k;
+
+        call->url = NULL;
+        if (!strchr(url, '#') && !(q && (q[1] == 0 || strchr(q, '%'))))
+                base = client_parsed_url(call->client, url, q ? (size_t) (q - url) : strlen(url));
+        if (base) {
+                call->url = curl_url_dup(base);
+                if (call->url && q && curl_url_set(call->url, CURLUPART_QUERY, q + 1, 0) != CURLUE_OK) {
+                        curl_url_cleanup(call->url);
+                        call->url = NULL;
+                }
+        }
+        /* The handle points at the previous call's until here; curl reads it only for a transfer. */
+        k = curl_easy_setopt(call->easy, CURLOPT_URL, url) == CURLE_OK ? 0 : -ENOMEM;
+        if (k == 0 && curl_easy_setopt(call->easy, CURLOPT_CURLU, call->url) != CURLE_OK)
+                k = -ENOMEM;
+        curl_url_cleanup(old);
+        return k;
+}
+
 /* The options of one call. Every option that differs between calls is set here, each time. */
 static int call_setup(HttpCall *call, const HttpCallSpec *spec) {
         CURL *e = call->easy;
@@ -729,7 +800,9 @@ static int call_setup(HttpCall *call, const HttpCallSpec *spec) {
 
         SETOPT(e, CURLOPT_TIMEOUT_MS, (long) timeout_ms);
         SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, (long) MIN(timeout_ms, CONNECT_TIMEOUT_MS));
-        SETOPT(e, CURLOPT_URL, spec->url);
+        k = call_set_url(call, spec->url);
+        if (k < 0)
+                return k;
         SETOPT(e, CURLOPT_FRESH_CONNECT, spec->fresh_connection ? 1L : 0L);
         /* Back to a plain GET: the previous call may have been anything. */
         SETOPT(e, CURLOPT_CUSTOMREQUEST, (char *) NULL);

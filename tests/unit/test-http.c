@@ -322,6 +322,31 @@ static void test_get_query(void **state) {
         result_done(&r);
 }
 
+/* URLs are kept parsed and calls reuse their handles: each call still goes to its own URL, whether
+ * new, seen before, with a query or without, or among more URLs than are kept. */
+static void test_urls_across_calls(void **state) {
+        Fixture *f = *state;
+
+        for (unsigned i = 0; i < 300; i++) {
+                _cleanup_json_ json_object *o = NULL;
+                char path[64], query[64] = "", target[160];
+                Result r = {};
+
+                (void) snprintf(path, sizeof(path), "/echo/%u", i % 3 == 0 ? i : i % 7);
+                if (i % 5 == 1)
+                        (void) snprintf(query, sizeof(query), "a=%u&b=x%%2Fy", i);
+                else if (i % 2 == 0)
+                        (void) snprintf(query, sizeof(query), "a=%u&flag", i);
+                (void) snprintf(target, sizeof(target), "%s%s%s", path, *query ? "?" : "", query);
+                call(f, "GET", target, NULL, NULL, 0, 0, &r);
+                assert_int_equal(r.status, 200);
+                o = parse(&r);
+                assert_string_equal(field(o, "path"), path);
+                assert_string_equal(field(o, "raw_query"), query);
+                result_done(&r);
+        }
+}
+
 /* Calls reuse their handles and header buffers: nothing of one call's headers may reach the next. */
 static void test_request_headers(void **state) {
         Fixture *f = *state;
@@ -984,6 +1009,7 @@ static void test_listen_fd(void **state) {
 int main(void) {
         const struct CMUnitTest tests[] = {
                 cmocka_unit_test_setup_teardown(test_get_query, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_urls_across_calls, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_post_echo, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_request_headers, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_body_too_large, setup, teardown),
