@@ -719,6 +719,13 @@ class PartialGatherTests(ClientTestCase):
         key = self.get_keys(carol, "sam", "sofia").json()["keys"][0]
         return connie, proxies, key
 
+    def gather_fails(self, connie, key, proxies, turned_away):
+        """A dec_keys of key that gets 503, the hubs in turned_away answering it 502."""
+        for h in turned_away:
+            proxies[h].turn_away["GET"] = 1
+        r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=503)
+        self.assertEtsiError(r, 503, MSG_GATHER)
+
     def test_held_shares_count_in_the_share_length_vote(self):
         # Shares of another length than most have cannot belong to the key and are left out. The
         # shares held from a short gather count in that vote: one hub answering the next gather with
@@ -727,16 +734,10 @@ class PartialGatherTests(ClientTestCase):
         a, b, c, d, e = HUBS
         connie, proxies, key = self.start_behind_proxies((c, d, e))
         # First gather: a's and b's shares only (k is 3), which are held.
-        for h in (c, d, e):
-            proxies[h].turn_away["GET"] = 1
-        r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=503)
-        self.assertEtsiError(r, 503, MSG_GATHER)
+        self.gather_fails(connie, key, proxies, (c, d, e))
         # Second: c's share only, 16 bytes too long.
         proxies[c].lengthen_next_share = 16
-        for h in (d, e):
-            proxies[h].turn_away["GET"] = 1
-        r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=503)
-        self.assertEtsiError(r, 503, MSG_GATHER)
+        self.gather_fails(connie, key, proxies, (d, e))
         self.assertEqual(proxies[c].lengthen_next_share, 0)
         self.assertIsNotNone(connie.daemon.wait_for_log(rf"Hub {c} sent a share of 48 bytes .* others sent 32"))
         # Third: d's and e's, with the two held, recover the key.
@@ -748,10 +749,7 @@ class PartialGatherTests(ClientTestCase):
         # gather's shares make a subset without the corrupted one.
         a, b, c, d, e = HUBS
         connie, proxies, key = self.start_behind_proxies((c, d, e), corrupted=(c,))
-        for h in (d, e):
-            proxies[h].turn_away["GET"] = 1
-        r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=503)
-        self.assertEtsiError(r, 503, MSG_GATHER)
+        self.gather_fails(connie, key, proxies, (d, e))
         self.assertEqual(proxies[c].corrupted, 1)
         self.assertIsNotNone(connie.daemon.wait_for_log(r"the 3 shares received are inconsistent"))
         r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]])
