@@ -1219,19 +1219,26 @@ static int state_block_activate(StateBlock *sb) {
         return 0;
 }
 
+/* Asks for a peer's block to be marked active in the background, unless it is or is about to be. */
+static void state_block_activate_async(StateBlock *sb) {
+        StateDir *d = sb->pool->dir;
+
+        if (sb->active || sb->active_pos > 0 ||
+            psrd_record(&d->pending, RECORD_PSRD_ACTIVE, sb->pool, sb->block, 0, 0) < 0)
+                return;
+        sb->active_pos = state_want_durable(d);
+}
+
 /* When a peer's block is three quarters used, the next one it will take from is marked active in
  * the background. */
 static void state_pool_activate_ahead(StatePool *sp, const Block *b) {
-        StateDir *d = sp->dir;
         StateBlock *next;
 
         if (b->size - b->n_used > b->size / 4)
                 return;
         next = state_pool_next_block(sp, b);
-        if (!next || next->active || next->active_pos > 0 ||
-            psrd_record(&d->pending, RECORD_PSRD_ACTIVE, sp, next->block, 0, 0) < 0)
-                return;
-        next->active_pos = state_want_durable(d);
+        if (next)
+                state_block_activate_async(next);
 }
 
 /* What the ahead logic above does as a pool is used, done for a pool that has not been used yet:
@@ -1261,9 +1268,7 @@ static void state_pool_prepare_ahead(StatePool *sp) {
                 return;
         }
 
-        if (!cur->active && cur->active_pos == 0 &&
-            psrd_record(&d->pending, RECORD_PSRD_ACTIVE, sp, cur->block, 0, 0) >= 0)
-                cur->active_pos = state_want_durable(d);
+        state_block_activate_async(cur);
         state_pool_activate_ahead(sp, cur->block);
 }
 
