@@ -25,7 +25,7 @@
 #define TIMER_ACCURACY_MAX_USEC ((uint64_t) 1000 * 1000)
 /* Ready sockets taken per turn of the event loop; more wait for the next turn. */
 #define EPOLL_BATCH 32
-/* URLs kept parsed (see call_set_url()): a client calls a few paths on each of its hubs. */
+/* Origins kept parsed (see call_set_url()): a client calls one per hub. */
 #define PARSED_URLS_MAX 64u
 
 typedef struct CurlSocket CurlSocket;
@@ -61,7 +61,6 @@ struct HttpCall {
         size_t header_text_alloc;
         uint8_t *request_body;
         size_t request_body_alloc;
-        CURLU *url; /* handed to curl with the URL's text, see call_set_url() */
 
         uint8_t *body; /* NUL-terminated */
         size_t body_size, body_alloc;
@@ -71,9 +70,9 @@ struct HttpCall {
         char error[CURL_ERROR_SIZE];
 };
 
-/* A URL parsed once, without its query. */
+/* A URL's origin, parsed once. */
 typedef struct ParsedUrl {
-        char *text; /* up to the query */
+        char *text; /* scheme://host[:port] */
         size_t size;
         CURLU *url;
 } ParsedUrl;
@@ -138,7 +137,6 @@ static void call_destroy(HttpCall *call) {
                 return;
         if (call->easy)
                 curl_easy_cleanup(call->easy);
-        curl_url_cleanup(call->url);
         free(call->header_nodes);
         free(call->header_text);
         if (call->request_body)
@@ -762,33 +760,47 @@ static CURLU *client_parsed_url(HttpClient *c, const char *text, size_t size) {
         return p->url;
 }
 
-/* Given a URL as text, curl parses it anew for every transfer and prints it back with its
- * byte-at-a-time printf: a tenth of a client's time. Given it parsed as well (CURLOPT_CURLU, which
- * takes precedence), it only copies it. So each URL is parsed once, up to its query, and copied for
- * each call with the call's query. The text is set too: curl reports it. What the two would not
- * send alike is left to curl: a fragment, an empty query, and a query with percent-encodings (a query
- * set on its own has them in lowercase). So are URLs beyond those kept. */
-static int call_set_url(HttpCall *call, const char *url) {
-        const char *q = strchr(url, '?');
-        CURLU *base = NULL, *old = call->url;
-        int k;
+/* Whether curl sends the request target t (a path and query) as it is: not if it has a fragment,
+ * characters curl would percent-encode or dot segments curl would remove. */
+static bool target_is_verbatim(const char *t) {
+        static const char other[] = "-._~!$&'()*+,;=:@/?%";
+        size_t path_size = strcspn(t, "?");
 
-        call->url = NULL;
-        if (!strchr(url, '#') && !(q && (q[1] == 0 || strchr(q, '%'))))
-                base = client_parsed_url(call->client, url, q ? (size_t) (q - url) : strlen(url));
-        if (base) {
-                call->url = curl_url_dup(base);
-                if (call->url && q && curl_url_set(call->url, CURLUPART_QUERY, q + 1, 0) != CURLUE_OK) {
-                        curl_url_cleanup(call->url);
-                        call->url = NULL;
-                }
+        if (t[0] != '/')
+                return false;
+        for (const char *p = t; *p; p++)
+                if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+                      strchr(other, *p)))
+                        return false;
+        for (size_t i = 1; i <= path_size;) {
+                size_t n = strcspn(t + i, "/?");
+
+                if ((n == 1 || n == 2) && memcmp(t + i, "..", n) == 0)
+                        return false;
+                i += n + 1;
         }
-        /* The handle points at the previous call's until here; curl reads it only for a transfer. */
-        k = curl_easy_setopt(call->easy, CURLOPT_URL, url) == CURLE_OK ? 0 : -ENOMEM;
-        if (k == 0 && curl_easy_setopt(call->easy, CURLOPT_CURLU, call->url) != CURLE_OK)
-                k = -ENOMEM;
-        curl_url_cleanup(old);
-        return k;
+        return true;
+}
+
+/* Given a URL as text, curl parses it anew for every transfer, prints it back with its
+ * byte-at-a-time printf, and prints the path and query once more for the request line: a tenth of a
+ * client's time. So each origin (scheme, host and port) is parsed once and handed to curl parsed
+ * (CURLOPT_CURLU, which takes precedence over the text and is only copied), and the path and query
+ * go as the request target, which curl copies into the request line as they are. The text is set
+ * too: curl reports it. A target curl would rewrite, and origins beyond those kept, are left to
+ * curl. */
+static int call_set_url(HttpCall *call, const char *url) {
+        const char *authority = strstr(url, "://") + 3; /* url_is_http() */
+        const char *target = authority + strcspn(authority, "/?#");
+        CURLU *origin = NULL;
+
+        if (target_is_verbatim(target))
+                origin = client_parsed_url(call->client, url, (size_t) (target - url));
+        if (curl_easy_setopt(call->easy, CURLOPT_URL, url) != CURLE_OK ||
+            curl_easy_setopt(call->easy, CURLOPT_CURLU, origin) != CURLE_OK ||
+            curl_easy_setopt(call->easy, CURLOPT_REQUEST_TARGET, origin ? target : NULL) != CURLE_OK)
+                return -ENOMEM;
+        return 0;
 }
 
 /* The options of one call. Every option that differs between calls is set here, each time. */

@@ -242,6 +242,16 @@ static bool run_until(Fixture *f, const bool *done, uint64_t timeout_usec) {
         return *done;
 }
 
+/* Runs until the server holds a request, for at most 10 s. */
+static void run_until_held(Fixture *f) {
+        uint64_t deadline = now_usec() + 10 * 1000000;
+
+        while (f->n_held == 0) {
+                assert_true(now_usec() < deadline);
+                assert_true(sd_event_run(f->event, 10 * 1000) >= 0);
+        }
+}
+
 static void run_for(Fixture *f, uint64_t usec) {
         bool never = false;
         (void) run_until(f, &never, usec);
@@ -322,10 +332,18 @@ static void test_get_query(void **state) {
         result_done(&r);
 }
 
-/* URLs are kept parsed and calls reuse their handles: each call still goes to its own URL, whether
- * new, seen before, with a query or without, or among more URLs than are kept. */
+/* Origins are kept parsed and calls reuse their handles: each call still goes to its own path and
+ * query, whether the origin is new or seen before, with a query or without; so do the URLs whose
+ * target curl rewrites (dot segments, a fragment) and those of more origins than are kept. */
 static void test_urls_across_calls(void **state) {
         Fixture *f = *state;
+        static const struct {
+                const char *target, *path, *query;
+        } rewritten[] = {
+                {"/a/../echo/1", "/echo/1", ""},        {"/echo/./2?x=.", "/echo/2", "x=."},
+                {"/echo/3/..?y=1", "/echo/", "y=1"},    {"/echo/4#frag", "/echo/4", ""},
+                {"/echo/5?q=1#frag", "/echo/5", "q=1"}, {"/echo/..x/.y?z=/../", "/echo/..x/.y", "z=/../"},
+        };
 
         for (unsigned i = 0; i < 300; i++) {
                 _cleanup_json_ json_object *o = NULL;
@@ -339,6 +357,39 @@ static void test_urls_across_calls(void **state) {
                         (void) snprintf(query, sizeof(query), "a=%u&flag", i);
                 (void) snprintf(target, sizeof(target), "%s%s%s", path, *query ? "?" : "", query);
                 call(f, "GET", target, NULL, NULL, 0, 0, &r);
+                assert_int_equal(r.status, 200);
+                o = parse(&r);
+                assert_string_equal(field(o, "path"), path);
+                assert_string_equal(field(o, "raw_query"), query);
+                result_done(&r);
+        }
+
+        for (unsigned round = 0; round < 2; round++)
+                for (size_t i = 0; i < ELEMENTSOF(rewritten); i++) {
+                        _cleanup_json_ json_object *o = NULL;
+                        Result r = {};
+
+                        call(f, "GET", rewritten[i].target, NULL, NULL, 0, 0, &r);
+                        assert_int_equal(r.status, 200);
+                        o = parse(&r);
+                        assert_string_equal(field(o, "path"), rewritten[i].path);
+                        assert_string_equal(field(o, "raw_query"), rewritten[i].query);
+                        result_done(&r);
+                }
+
+        /* Each user name makes an origin of its own: more of them than are kept. */
+        for (unsigned i = 0; i < 80; i++) {
+                _cleanup_json_ json_object *o = NULL;
+                char url[160], path[32], query[32];
+                Result r = {};
+                HttpCallSpec spec = {.method = "GET", .url = url};
+
+                (void) snprintf(path, sizeof(path), "/echo/%u", i);
+                (void) snprintf(query, sizeof(query), "n=%u", i);
+                (void) snprintf(url, sizeof(url), "http://user%u@%s%s?%s", i, f->base + strlen("http://"),
+                                path, query);
+                assert_int_equal(http_client_call(f->client, &spec, on_done, &r, NULL), 0);
+                assert_true(run_until(f, &r.done, 10 * 1000000));
                 assert_int_equal(r.status, 200);
                 o = parse(&r);
                 assert_string_equal(field(o, "path"), path);
@@ -497,8 +548,7 @@ static void test_pending_count(void **state) {
 
         snprintf(url, sizeof(url), "%s/hang", f->base);
         assert_int_equal(http_client_call(f->client, &spec, on_done, &r, NULL), 0);
-        while (f->n_held == 0)
-                assert_true(sd_event_run(f->event, 100 * 1000) >= 0);
+        run_until_held(f);
         assert_int_equal(http_server_pending(f->server), 1);
         assert_false(http_request_replied(f->held[0]));
         /* A kept request still shows what it asked. */
@@ -903,8 +953,7 @@ static void test_quiesce(void **state) {
         /* One request in progress when the server stops accepting. */
         snprintf(url, sizeof(url), "%s/hang", f->base);
         assert_int_equal(http_client_call(f->client, &spec, on_done, &held, NULL), 0);
-        while (f->n_held == 0)
-                assert_true(sd_event_run(f->event, 100 * 1000) >= 0);
+        run_until_held(f);
 
         assert_int_equal(http_server_quiesce(f->server), 0);
         assert_int_equal(http_server_quiesce(f->server), 0);
@@ -937,8 +986,7 @@ static void test_orphaned_request(void **state) {
 
         snprintf(url, sizeof(url), "%s/hang", f->base);
         assert_int_equal(http_client_call(f->client, &spec, on_done, &r, NULL), 0);
-        while (f->n_held == 0)
-                assert_true(sd_event_run(f->event, 100 * 1000) >= 0);
+        run_until_held(f);
         req = f->held[0];
         f->n_held = 0;
 
