@@ -499,6 +499,8 @@ static int peer_hub_fetch_block(PeerHub *p, PoolOwner owner) {
                                      .timeout_ms = (unsigned) (c->oob_timeout_usec / 1000),
                                      /* The hub keeps the block it answers with. */
                                      .fresh_connection = true,
+                                     /* The block in base64, in JSON. */
+                                     .reply_size = c->block_size / 3 * 4 + 256,
                              },
                              on_psrd, p, &p->psrd_call[owner]);
         if (r < 0 && owner == POOL_OWNER_PEER)

@@ -49,6 +49,9 @@ typedef struct HttpCallSpec {
          * when a kept-alive connection turns out closed before any answer, and the peer may have
          * acted on the first one (a hub that issued a PSRD block and was killed before answering). */
         bool fresh_connection;
+        /* The size of the reply expected when it is large (a PSRD block), for the size of curl's
+         * receive buffer; 0 for a reply of a few KiB at most. Any reply is received in full. */
+        size_t reply_size;
 } HttpCallSpec;
 
 /* Starts a call. *ret (optional) stays valid until done is called or the call is cancelled. */

@@ -180,6 +180,14 @@ static int handler(HttpRequest *req, void *userdata) {
                 assert_int_equal(http_request_add_header(req, "X-Late", "1"), -EBUSY);
                 return 0;
         }
+        if (streq(path, "/bytes")) {
+                size_t n = strtoul(http_request_query(req, "n"), NULL, 10);
+                _cleanup_free_ char *b = malloc(n);
+                assert_non_null(b);
+                for (size_t i = 0; i < n; i++)
+                        b[i] = (char) ('a' + i % 23);
+                return http_request_reply(req, 200, "text/plain", b, n);
+        }
         if (streq(path, "/big")) {
                 size_t n = 5 * 1024 * 1024;
                 _cleanup_free_ char *b = malloc(n);
@@ -916,6 +924,32 @@ static void test_release(void **state) {
         result_done(&r);
 }
 
+/* curl's receive buffer is sized for each call: replies larger or smaller than it, or than
+ * expected, arrive whole. */
+static void test_reply_sizes(void **state) {
+        static const size_t sizes[] = {0, 1, 1023, 1024, 1025, 16385, 70000, 600000};
+        static const size_t expected[] = {0, 1, 1024, 65536, 524288, 4 * 1024 * 1024};
+        Fixture *f = *state;
+
+        for (size_t i = 0; i < ELEMENTSOF(sizes); i++)
+                for (size_t j = 0; j < ELEMENTSOF(expected); j++) {
+                        char url[128];
+                        HttpCallSpec spec = {.method = "GET", .url = url, .reply_size = expected[j]};
+                        Result r = {};
+
+                        (void) snprintf(url, sizeof(url), "%s/bytes?n=%zu", f->base, sizes[i]);
+                        assert_int_equal(http_client_call(f->client, &spec, on_done, &r, NULL), 0);
+                        assert_true(run_until(f, &r.done, 10 * 1000000));
+                        assert_int_equal(r.status, 200);
+                        assert_int_equal(r.body_size, sizes[i]);
+                        for (size_t k = 0; k < sizes[i]; k++)
+                                if (r.body[k] != (char) ('a' + k % 23))
+                                        fail_msg("byte %zu of %zu differs (buffer for %zu)", k, sizes[i],
+                                                 expected[j]);
+                        result_done(&r);
+                }
+}
+
 static void test_response_too_large(void **state) {
         Fixture *f = *state;
         Result r = {};
@@ -1071,6 +1105,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_cancel_from_callback, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_error_bodies, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_release, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_reply_sizes, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_response_too_large, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_bad_spec, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_quiesce, setup, teardown),
