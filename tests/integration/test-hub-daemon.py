@@ -331,6 +331,56 @@ class ConcurrencyTests(DaemonTestCase):
         self.assertEqual(hub.status()["shares"], [])
 
 
+class MalformedHttpTests(DaemonTestCase):
+    """What is not well-formed HTTP/1.x is refused by the HTTP layer before any route sees it: a 4xx
+    (or 505) status, the connection closed, and the hub serves on. (libmicrohttpd writes the body.)"""
+
+    SHARE = "/hub/hank/dske/api/v1/key-share"
+
+    def exchange(self, port, data):
+        s = socket.create_connection((LOCALHOST, port), timeout=10)
+        try:
+            s.sendall(data)
+            reply = b""
+            while True:
+                try:
+                    chunk = s.recv(4096)
+                except ConnectionResetError:  # closed with some of the request unread
+                    return reply
+                if not chunk:
+                    return reply
+                reply += chunk
+        finally:
+            s.close()
+
+    def test_refused_with_a_status_and_closed(self):
+        hub = self.start_hub("hank")
+        carol = hub.peer("carol", ["sam"])
+        carol.provision()
+        cases = [
+            (b"GET / HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n", 400),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n", 400),
+            (b"GET / HTTP/2.5\r\nHost: x\r\n\r\n", 505),
+            (b"GET /" + b"a" * 20000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414),
+            (b"GET / HTTP/1.1\r\nHost: x\r\nDSKE-Signature: " + b"x" * 20000 + b"\r\n\r\n", 431),
+            (f"POST {self.SHARE} HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n\r\n"
+             .encode(), 400),
+        ]
+        for data, status in cases:
+            with self.subTest(request=data[:60]):
+                reply = self.exchange(hub.port, data)
+                self.assertTrue(reply.startswith(f"HTTP/1.1 {status} ".encode()), reply[:200])
+                self.assertIn(b"\r\nConnection: close\r\n", reply)
+        # Up to the limit, a long header still reaches the route, which answers in JSON.
+        r = http_request(LOCALHOST, hub.port, "GET", self.SHARE,
+                         query=f"client_name=carol&master_sae_id=sam&slave_sae_id=sam&key_id={new_key_id()}",
+                         headers={"DSKE-Signature": "x" * 6000})
+        self.assertEqual(r.status, 403)
+        self.assertEqual(r.json()["details"]["reason"], "malformed DSKE-Signature header")
+        self.assertEqual(hub.request("GET", "mgmt/v1/status").status, 200)
+        self.assertTrue(hub.daemon.alive(), hub.daemon.log())
+
+
 class SocketActivationTests(DaemonTestCase):
     def test_inherited_listening_socket(self):
         """With LISTEN_FDS/LISTEN_PID (as systemd passes them) the hub serves on the socket it was
