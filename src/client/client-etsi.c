@@ -855,9 +855,12 @@ int client_etsi_dispatch(Manager *m, HttpRequest *req) {
                                ? -EIO
                                : 1;
 
-        if (http_request_check_query(req, route->query, &bad) < 0)
-                return etsi_reply_bad(req, "unknown query parameter", "parameter",
-                                      json_object_new_string(bad)) < 0
+        r = http_request_check_query(req, route->query, &bad);
+        if (r < 0)
+                return etsi_reply_bad(req,
+                                      r == -EEXIST ? "query parameter given more than once"
+                                                   : "unknown query parameter",
+                                      "parameter", json_object_new_string(bad)) < 0
                                ? -EIO
                                : 1;
         (void) http_request_body(req, &body_size);

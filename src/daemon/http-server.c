@@ -477,17 +477,31 @@ const char *http_request_query(const HttpRequest *r, const char *name) {
 
 typedef struct QueryCheck {
         const char *const *allowed;
-        const char *unknown;
+        uint64_t seen; /* by index in allowed */
+        const char *bad;
+        int error;
 } QueryCheck;
 
 static enum MHD_Result query_check_one(void *cls, enum MHD_ValueKind kind, const char *key,
                                        const char *value) {
         QueryCheck *c = cls;
+        size_t i = 0;
 
-        for (const char *const *a = c->allowed; a && *a; a++)
-                if (streq(*a, key))
+        c->bad = key;
+        c->error = -EINVAL;
+        for (const char *const *a = c->allowed; a && *a; a++, i++)
+                if (streq(*a, key)) {
+                        uint64_t bit = UINT64_C(1) << i;
+
+                        assert(i < 64);
+                        if (c->seen & bit) {
+                                c->error = -EEXIST;
+                                return MHD_NO;
+                        }
+                        c->seen |= bit;
+                        c->error = 0;
                         return MHD_YES;
-        c->unknown = key;
+                }
         return MHD_NO;
 }
 
@@ -499,12 +513,9 @@ int http_request_check_query(const HttpRequest *r, const char *const *allowed, c
         if (!r->connection)
                 return 0;
         (void) MHD_get_connection_values(r->connection, MHD_GET_ARGUMENT_KIND, query_check_one, &c);
-        if (c.unknown) {
-                if (ret_name)
-                        *ret_name = c.unknown;
-                return -EINVAL;
-        }
-        return 0;
+        if (c.error < 0 && ret_name)
+                *ret_name = c.bad;
+        return c.error;
 }
 
 const char *http_request_header(const HttpRequest *r, const char *name) {

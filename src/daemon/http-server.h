@@ -67,8 +67,9 @@ const char *http_request_path(const HttpRequest *r);
 const char *http_request_raw_query(const HttpRequest *r);
 /* A percent-decoded query argument, NULL when absent. */
 const char *http_request_query(const HttpRequest *r, const char *name);
-/* Returns -EINVAL and sets *ret_name (borrowed) to the first query argument whose name is not in
- * the NULL-terminated list allowed, or 0. */
+/* Checks the query's argument names against the NULL-terminated list allowed (at most 64): returns
+ * -EINVAL for a name not in it, -EEXIST for a name given twice, and sets *ret_name (borrowed) to
+ * that name; otherwise 0. */
 int http_request_check_query(const HttpRequest *r, const char *const *allowed, const char **ret_name);
 /* A request header (case-insensitive name), NULL when absent. */
 const char *http_request_header(const HttpRequest *r, const char *name);

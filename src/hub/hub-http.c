@@ -161,15 +161,16 @@ static json_object *member(json_object *o, const char *name, json_type t) {
         return v;
 }
 
-/* Rejects query parameters that are not in allowed (R13). Returns 1 if it replied. */
+/* Rejects query parameters that are not in allowed (R13), or given twice. Returns 1 if it replied. */
 static int check_query(HttpRequest *req, const char *const *allowed) {
         const char *bad = NULL;
+        int r = http_request_check_query(req, allowed, &bad);
 
-        if (http_request_check_query(req, allowed, &bad) >= 0)
+        if (r >= 0)
                 return 0;
-        (void) http_request_reply_error(req, 400,
-                                        details_new("parameter", json_object_new_string(strempty(bad))),
-                                        "Unknown query parameter.");
+        (void) http_request_reply_error(
+                req, 400, details_new("parameter", json_object_new_string(strempty(bad))),
+                r == -EEXIST ? "Query parameter given more than once." : "Unknown query parameter.");
         return 1;
 }
 

@@ -486,12 +486,16 @@ class MalformedRequestTests(ClientTestCase):
             ("number=65", None),
             ("number=1e3", None),
             ("number=99999999999999999999999", None),
-            ("number=1&colour=blue", None),
+            ("number=1&colour=blue", "unknown query parameter"),
             ("key_ID=x", None),
+            ("number=1&number=2", "query parameter given more than once"),
+            ("size=256&number=1&size=512", "query parameter given more than once"),
         ]
         for query, message in cases:
             with self.subTest(query=query):
-                self.assertEtsiError(self.enc(query=query), 400, message)
+                obj = self.assertEtsiError(self.enc(query=query), 400, message)
+                if message == "query parameter given more than once":
+                    self.assertIn({"parameter": query.split("=")[0]}, obj["details"])
 
     def test_post_bodies(self):
         cases = [
@@ -530,6 +534,8 @@ class MalformedRequestTests(ClientTestCase):
 
         self.assertEtsiError(dec("GET"), 400)
         self.assertEtsiError(dec("GET", query=f"key_ID={uuid.uuid4()}&number=1"), 400)
+        self.assertEtsiError(dec("GET", query=f"key_ID={uuid.uuid4()}&key_ID={uuid.uuid4()}"), 400,
+                             "query parameter given more than once")
         for body in ("", "{", {}, {"key_IDs": []}, {"key_IDs": "x"}, {"key_IDs": [{}]},
                      {"key_IDs": [{"key_ID": 5}]}, {"key_IDs": [{"key_ID": "nope"}]},
                      {"key_IDs": [{"key_ID": str(uuid.uuid4()), "colour": 1}]},

@@ -281,6 +281,9 @@ class PsrdTests(HubTestCase):
             ("client_name=carol&size=10", "Missing query parameter."),
             ("pool_owner=client&size=10", "Missing query parameter."),
             ("client_name=carol&pool_owner=client&size=10&extra=1", "Unknown query parameter."),
+            ("client_name=carol&pool_owner=client&size=10&size=20", "Query parameter given more than once."),
+            ("client_name=carol&pool_owner=client&client_name=dave&size=10",
+             "Query parameter given more than once."),
             ("client_name=nobody&pool_owner=client&size=10", "Client is not registered."),
         ]
         for query, message in cases:
@@ -641,6 +644,7 @@ class KeyShareTests(HubTestCase):
         good = HubPeer.share_query("connie", "sam", "sofia", key_id)
         for query, message in [
             (good + "&extra=1", "Unknown query parameter."),
+            (good + "&key_id=" + new_key_id(), "Query parameter given more than once."),
             ("client_name=connie&master_sae_id=sam&slave_sae_id=sofia", "Missing query parameter."),
             ("client_name=connie&master_sae_id=sam&key_id=" + key_id, "Missing query parameter."),
             ("client_name=connie&slave_sae_id=sofia&key_id=" + key_id, "Missing query parameter."),

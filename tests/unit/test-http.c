@@ -170,7 +170,7 @@ static int handler(HttpRequest *req, void *userdata) {
                 int k = http_request_check_query(req, allowed, &unknown);
                 if (k < 0)
                         return http_request_reply_error(req, 400, json_object_new_string(unknown),
-                                                        "Unknown parameter.");
+                                                        k == -EEXIST ? "Twice." : "Unknown parameter.");
                 return http_request_reply(req, 204, NULL, NULL, 0);
         }
         if (streq(path, "/twice")) {
@@ -902,6 +902,16 @@ static void test_error_bodies(void **state) {
         assert_int_equal(r.status, 400);
         assert_string_equal(r.body, "{\"message\":\"Unknown parameter.\",\"details\":\"zz\"}");
         result_done(&r);
+
+        /* A name given twice, also when encoded, even without a value. */
+        static const char *const twice[] = {"/check?b=1&a=2&b=3", "/check?a&b&a=", "/check?a=1&%61=2"};
+        for (size_t i = 0; i < ELEMENTSOF(twice); i++) {
+                call(f, "GET", twice[i], NULL, NULL, 0, 0, &r);
+                assert_int_equal(r.status, 400);
+                assert_string_equal(r.body, i == 0 ? "{\"message\":\"Twice.\",\"details\":\"b\"}"
+                                                   : "{\"message\":\"Twice.\",\"details\":\"a\"}");
+                result_done(&r);
+        }
 
         call(f, "GET", "/twice", NULL, NULL, 0, 0, &r);
         assert_int_equal(r.status, 200);
