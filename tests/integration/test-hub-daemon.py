@@ -15,6 +15,20 @@ from dske_test import (LOCALHOST, Daemon, DaemonTestCase, free_port, http_reques
                        run_program)
 
 
+def read_to_end(sock):
+    """What arrives on sock until the peer closes it (or resets it: a server that closes with some of
+    the request unread)."""
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(4096)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
 class CommandLineTests(DaemonTestCase):
     def hub(self, *args):
         return run_program([program("DSKE_HUB"), *args], timeout=30)
@@ -183,12 +197,7 @@ class SignalTests(DaemonTestCase):
             with self.assertRaises(OSError):
                 socket.create_connection((LOCALHOST, hub.port), timeout=2).close()
             s.sendall(body[10:])
-            reply = b""
-            while True:
-                chunk = s.recv(4096)
-                if not chunk:
-                    break
-                reply += chunk
+            reply = read_to_end(s)
         finally:
             s.close()
         self.assertTrue(reply.startswith(b"HTTP/1.1 200"), reply)
@@ -271,15 +280,7 @@ class ConcurrencyTests(DaemonTestCase):
                 body = f'{{"client_name":"client{i}","encryptor_names":["sae{i}"]}}'.encode()
                 s.sendall(f"PUT /hub/hank/dske/oob/v1/registration HTTP/1.1\r\nHost: x\r\n"
                           f"Connection: close\r\nContent-Length: {len(body)}\r\n\r\n".encode() + body)
-            replies = []
-            for s in socks:
-                data = b""
-                while True:
-                    chunk = s.recv(4096)
-                    if not chunk:
-                        break
-                    data += chunk
-                replies.append(data)
+            replies = [read_to_end(s) for s in socks]
         finally:
             for s in socks:
                 s.close()
@@ -338,20 +339,9 @@ class MalformedHttpTests(DaemonTestCase):
     SHARE = "/hub/hank/dske/api/v1/key-share"
 
     def exchange(self, port, data):
-        s = socket.create_connection((LOCALHOST, port), timeout=10)
-        try:
+        with socket.create_connection((LOCALHOST, port), timeout=10) as s:
             s.sendall(data)
-            reply = b""
-            while True:
-                try:
-                    chunk = s.recv(4096)
-                except ConnectionResetError:  # closed with some of the request unread
-                    return reply
-                if not chunk:
-                    return reply
-                reply += chunk
-        finally:
-            s.close()
+            return read_to_end(s)
 
     def test_refused_with_a_status_and_closed(self):
         hub = self.start_hub("hank")
