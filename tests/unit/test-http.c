@@ -265,6 +265,14 @@ static void run_for(Fixture *f, uint64_t usec) {
         (void) run_until(f, &never, usec);
 }
 
+/* Makes the call and runs the loop until it is done, for at most 10 s. */
+static void call_spec(Fixture *f, const HttpCallSpec *spec, Result *r) {
+        assert_int_equal(http_client_call(f->client, spec, on_done, r, NULL), 0);
+        /* Never called back from within http_client_call(). */
+        assert_false(r->done);
+        assert_true(run_until(f, &r->done, 10 * 1000000));
+}
+
 static void call(Fixture *f, const char *method, const char *path, const char *const *headers,
                  const void *body, size_t size, unsigned timeout_ms, Result *r) {
         char url[256];
@@ -278,10 +286,7 @@ static void call(Fixture *f, const char *method, const char *path, const char *c
         };
 
         snprintf(url, sizeof(url), "%s%s", f->base, path);
-        assert_int_equal(http_client_call(f->client, &spec, on_done, r, NULL), 0);
-        /* Never called back from within http_client_call(). */
-        assert_false(r->done);
-        assert_true(run_until(f, &r->done, 10 * 1000000));
+        call_spec(f, &spec, r);
 }
 
 static json_object *parse(const Result *r) {
@@ -396,8 +401,7 @@ static void test_urls_across_calls(void **state) {
                 (void) snprintf(query, sizeof(query), "n=%u", i);
                 (void) snprintf(url, sizeof(url), "http://user%u@%s%s?%s", i, f->base + strlen("http://"),
                                 path, query);
-                assert_int_equal(http_client_call(f->client, &spec, on_done, &r, NULL), 0);
-                assert_true(run_until(f, &r.done, 10 * 1000000));
+                call_spec(f, &spec, &r);
                 assert_int_equal(r.status, 200);
                 o = parse(&r);
                 assert_string_equal(field(o, "path"), path);
@@ -948,8 +952,7 @@ static void test_reply_sizes(void **state) {
                         Result r = {};
 
                         (void) snprintf(url, sizeof(url), "%s/bytes?n=%zu", f->base, sizes[i]);
-                        assert_int_equal(http_client_call(f->client, &spec, on_done, &r, NULL), 0);
-                        assert_true(run_until(f, &r.done, 10 * 1000000));
+                        call_spec(f, &spec, &r);
                         assert_int_equal(r.status, 200);
                         assert_int_equal(r.body_size, sizes[i]);
                         for (size_t k = 0; k < sizes[i]; k++)
