@@ -32,7 +32,7 @@
 /* Ready sockets taken per turn of the event loop; more wait for the next turn. */
 #define EPOLL_BATCH 32
 /* Origins kept parsed (see call_set_url()): a client calls one per hub. */
-#define PARSED_URLS_MAX 64u
+#define ORIGINS_MAX 64u
 
 typedef struct CurlSocket CurlSocket;
 
@@ -77,11 +77,11 @@ struct HttpCall {
 };
 
 /* A URL's origin, parsed once. */
-typedef struct ParsedUrl {
+typedef struct ParsedOrigin {
         char *text; /* scheme://host[:port] */
         size_t size;
         CURLU *url;
-} ParsedUrl;
+} ParsedOrigin;
 
 struct HttpClient {
         sd_event *event;
@@ -100,8 +100,8 @@ struct HttpClient {
         HttpCall *free_head;
         size_t n_free;
 
-        ParsedUrl parsed[PARSED_URLS_MAX];
-        size_t n_parsed;
+        ParsedOrigin origins[ORIGINS_MAX];
+        size_t n_origins;
 };
 
 /* Bodies may carry encrypted shares and signatures: wipe them before the memory is reused. */
@@ -555,9 +555,9 @@ HttpClient *http_client_free(HttpClient *c) {
                 if (c->sockets[i])
                         curl_socket_free(c->sockets[i]);
         free(c->sockets);
-        for (size_t i = 0; i < c->n_parsed; i++) {
-                free(c->parsed[i].text);
-                curl_url_cleanup(c->parsed[i].url);
+        for (size_t i = 0; i < c->n_origins; i++) {
+                free(c->origins[i].text);
+                curl_url_cleanup(c->origins[i].url);
         }
         sd_event_source_disable_unref(c->epoll_source);
         safe_close(c->epoll_fd);
@@ -742,27 +742,27 @@ static int call_setup_fixed(HttpCall *call) {
         return 0;
 }
 
-/* The parsed form of the URL text[0..size), parsed now if it is new. NULL if it cannot be kept. */
-static CURLU *client_parsed_url(HttpClient *c, const char *text, size_t size) {
-        ParsedUrl *p;
+/* The parsed form of the origin text[0..size), parsed now if it is new. NULL if it cannot be kept. */
+static CURLU *client_origin(HttpClient *c, const char *text, size_t size) {
+        ParsedOrigin *p;
 
-        for (size_t i = 0; i < c->n_parsed; i++)
-                if (c->parsed[i].size == size && memcmp(c->parsed[i].text, text, size) == 0)
-                        return c->parsed[i].url;
-        if (c->n_parsed >= PARSED_URLS_MAX)
+        for (size_t i = 0; i < c->n_origins; i++)
+                if (c->origins[i].size == size && memcmp(c->origins[i].text, text, size) == 0)
+                        return c->origins[i].url;
+        if (c->n_origins >= ORIGINS_MAX)
                 return NULL;
 
-        p = &c->parsed[c->n_parsed];
+        p = &c->origins[c->n_origins];
         p->text = strndup(text, size);
         p->url = curl_url();
         if (!p->text || !p->url || curl_url_set(p->url, CURLUPART_URL, p->text, 0) != CURLUE_OK) {
                 free(p->text);
                 curl_url_cleanup(p->url);
-                *p = (ParsedUrl){};
+                *p = (ParsedOrigin){};
                 return NULL;
         }
         p->size = size;
-        c->n_parsed++;
+        c->n_origins++;
         return p->url;
 }
 
@@ -801,7 +801,7 @@ static int call_set_url(HttpCall *call, const char *url) {
         CURLU *origin = NULL;
 
         if (target_is_verbatim(target))
-                origin = client_parsed_url(call->client, url, (size_t) (target - url));
+                origin = client_origin(call->client, url, (size_t) (target - url));
         if (curl_easy_setopt(call->easy, CURLOPT_URL, url) != CURLE_OK ||
             curl_easy_setopt(call->easy, CURLOPT_CURLU, origin) != CURLE_OK ||
             curl_easy_setopt(call->easy, CURLOPT_REQUEST_TARGET, origin ? target : NULL) != CURLE_OK)
