@@ -90,7 +90,7 @@ static int property_get_ready(sd_bus *bus, const char *path, const char *interfa
 static const sd_bus_vtable client_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("SharesRequired", "u", NULL, offsetof(Manager, config.shares_required),
-                        SD_BUS_VTABLE_PROPERTY_CONST),
+                        SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("HubCount", "u", property_get_hub_count, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("HubsReady", "u", property_get_hubs_ready, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Ready", "b", property_get_ready, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -227,6 +227,13 @@ void client_bus_state_changed(Manager *m) {
         if (!m->bus.bus)
                 return;
         (void) sd_bus_emit_properties_changed(m->bus.bus, BUS_NODE_PATH, "org.dske.Node1", "State", NULL);
+}
+
+void client_bus_shares_required_changed(Manager *m) {
+        if (!m->bus.bus)
+                return;
+        (void) sd_bus_emit_properties_changed(m->bus.bus, BUS_NODE_PATH, "org.dske.Client1",
+                                              "SharesRequired", NULL);
 }
 
 void client_bus_peers_changed(Manager *m) {

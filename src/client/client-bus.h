@@ -13,6 +13,8 @@ int client_bus_connect(Manager *m);
 
 /* Change notifications; they do nothing without a bus. */
 void client_bus_state_changed(Manager *m);
+/* SharesRequired= changed on reload. */
+void client_bus_shares_required_changed(Manager *m);
 /* Signals the hubs whose registration state changed since the last call. */
 void client_bus_peers_changed(Manager *m);
 void client_bus_ready_changed(Manager *m);

@@ -246,6 +246,8 @@ int manager_reload(Manager *m) {
         SWAP(management_from_anywhere);
         SWAP(log_level);
 #undef SWAP
+        if (c.shares_required != m->config.shares_required)
+                client_bus_shares_required_changed(m);
         client_config_done(&c);
 
         log_set_max_level(m->config.log_level);

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -353,6 +354,21 @@ class BusTests(_test_client.ClientTestCase):
         _, tree, _ = self.busctl("tree", "--list", bus_name("Hub", "h1"))
         self.assertNotIn(path, tree.split())
         self.assertEqual(self.get(bus_name("Hub", "h1"), NODE_PATH, "org.dske.Hub1", "ClientCount"), 1)
+
+        # k changes on reload, and says so.
+        name = bus_name("Client", "alpha")
+        mon = Monitor(self, name)
+        path = alpha.daemon.argv[alpha.daemon.argv.index("--config") + 1]
+        with open(path) as f:
+            config = f.read()
+        with open(path, "w") as f:
+            f.write(config.replace("SharesRequired=2", "SharesRequired=3"))
+        alpha.daemon.send_signal(signal.SIGHUP)
+        self.assertTrue(alpha.daemon.wait_for_log(r"Configuration reloaded"))
+        self.assertEqual(self.get(name, NODE_PATH, "org.dske.Client1", "SharesRequired"), 3)
+        time.sleep(0.2)
+        changed = [m["payload"]["data"] for m in mon.signals("PropertiesChanged")]
+        self.assertIn(["org.dske.Client1", {"SharesRequired": {"type": "u", "data": 3}}, []], changed)
 
     def test_policy(self):
         hub = self.start_hub("hpol")
