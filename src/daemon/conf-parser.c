@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <strings.h>
 
 #include "conf-parser.h"
@@ -41,6 +42,13 @@ int conf_log_invalid(const char *filename, unsigned line, const char *key, const
         return -EINVAL;
 }
 
+static bool conf_find_section(const ConfParse *p, const char *name, size_t len) {
+        for (size_t i = 0; i < p->n_items; i++)
+                if (strlen(p->table[i].section) == len && memcmp(p->table[i].section, name, len) == 0)
+                        return true;
+        return false;
+}
+
 /* inih's reader: one physical line per call, so that our count is the line inih works on. */
 static char *conf_read_line(char *str, int num, void *stream) {
         ConfParse *p = stream;
@@ -74,6 +82,18 @@ static char *conf_read_line(char *str, int num, void *stream) {
                 p->error = -EINVAL;
                 p->error_line = p->line;
                 return NULL;
+        }
+        /* inih reports keys only, so a section without any would pass unchecked. */
+        if (*s == '[') {
+                const char *end = strchr(s, ']');
+
+                if (end && !conf_find_section(p, s + 1, (size_t) (end - s - 1))) {
+                        log_error("%s:%u: Unknown section [%.*s].", p->filename, p->line,
+                                  (int) (end - s - 1), s + 1);
+                        p->error = -EINVAL;
+                        p->error_line = p->line;
+                        return NULL;
+                }
         }
         memcpy(str, s, len + 1);
         return str;

@@ -901,7 +901,8 @@ class CommandLineTests(ClientTestCase):
             ("[ETSI]\nSAE=sofia\n", 2),
             ("[ETSI]\nIdentity=certificate\n", 2),
             ("[Hubs]\nTimeout=soon\n", 2),
-            ("[Nowhere]\nX=1\n", 2),
+            ("[Nowhere]\nX=1\n", 1),
+            ("[Keys]\nSharesRequired=3\n[Nowhere]\n", 3),
         ]
         for text, line in cases:
             with self.subTest(text=text):

@@ -105,7 +105,8 @@ class ConfigFileTests(DaemonTestCase):
             ("[Hub]\nShareTTL=soon\n", 2),
             ("[Hub]\nMaxBlockSize=12Q\n", 2),
             ("[Hub]\nLogLevel=loud\n", 2),
-            ("[Elsewhere]\nPort=1\n", 2),
+            ("[Elsewhere]\nPort=1\n", 1),
+            ("[Hub]\nPort=8100\n[Elsewhere]\n", 3),
             ("[Hub]\nthis is not ini\n", 2),
         ]
         for text, line in cases:

@@ -176,7 +176,10 @@ typedef struct BadCase {
 static void test_errors_name_the_line(void **state) {
         static const BadCase cases[] = {
                 {"[Main]\nNope=1\n", "2: Unknown key 'Nope' in section [Main]."},
-                {"# comment\n\n[Other]\nName=x\n", "4: Unknown key 'Name' in section [Other]."},
+                {"# comment\n\n[Other]\nName=x\n", "3: Unknown section [Other]."},
+                /* A section is checked even without keys, indented or with a comment after it. */
+                {"[Main]\nName=x\n  [Other] ; empty\n", "3: Unknown section [Other]."},
+                {"[Main]\n[]\n", "2: Unknown section []."},
                 {"Name=x\n", "1: Unknown key 'Name' in section []."},
                 {"[Main]\n  ; indented comment\n\n   Flag=maybe\n",
                  "4: Invalid value for Main.Flag: 'maybe' is not a boolean"},
