@@ -70,10 +70,10 @@ static void help(void) {
                "BYTES take a K, M or G suffix; TIME takes ms, s, min or h.\n"
                "\n"
                "Signals: SIGTERM and SIGINT stop gracefully; SIGHUP reloads the configuration\n"
-               "(OutOfBandAPI, ManagementFromAnywhere, the limits, ShareTTL for new shares and\n"
-               "LogLevel; the other settings need a restart). The hub notifies the service\n"
-               "manager (READY=1, STATUS=, STOPPING=1) and accepts one socket-activated\n"
-               "listening socket.\n",
+               "(OutOfBandAPI, ManagementFromAnywhere, the limits but MaxBodySize and\n"
+               "MaxConnections, ShareTTL for new shares and LogLevel; the other settings need a\n"
+               "restart). The hub notifies the service manager (READY=1, STATUS=, STOPPING=1)\n"
+               "and accepts one socket-activated listening socket.\n",
                program_invocation_short_name, HUB_DEFAULT_PORT, HUB_DEFAULT_ADDRESS, SYSCONFDIR,
                LOCALSTATEDIR, HUB_DEFAULT_MAX_BLOCK_SIZE, PSRD_BLOCK_SIZE_MAX,
                HUB_DEFAULT_MAX_SHARES_PER_CLIENT, HUB_DEFAULT_MAX_CLIENTS, HUB_DEFAULT_MAX_CONNECTIONS);
