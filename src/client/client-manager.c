@@ -523,8 +523,8 @@ int manager_start(Manager *m, ClientConfig *config, ClientArgs *args, int listen
                 http_server_set_reply_hook(m->server, state_dir_flush_callback, m->state);
 
         log_info("Client %s listening on %s port %u with %zu hubs (k = %u).", m->config.name,
-                 m->config.listen_address ?: CLIENT_DEFAULT_ADDRESS, http_server_get_port(m->server),
-                 m->n_hubs, m->config.shares_required);
+                 http_server_get_address(m->server), http_server_get_port(m->server), m->n_hubs,
+                 m->config.shares_required);
 
         /* Logged and reported in the status when it fails: the client serves HTTP regardless. */
         (void) client_bus_connect(m);

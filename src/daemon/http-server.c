@@ -80,6 +80,7 @@ struct HttpServer {
         void *reply_hook_userdata;
         size_t max_body_size;
         uint16_t port;
+        char address[INET6_ADDRSTRLEN]; /* numeric, of the socket listened on */
         bool quiesced;
 
         HttpRequest *pending_head;
@@ -888,11 +889,15 @@ int http_server_new(sd_event *event, const HttpServerConfig *config, HttpHandler
 
         if (getsockname(fd, (struct sockaddr *) &ss, &sslen) < 0)
                 return -errno;
-        if (ss.ss_family == AF_INET)
+        if (ss.ss_family == AF_INET) {
                 s->port = ntohs(((struct sockaddr_in *) &ss)->sin_port);
-        else if (ss.ss_family == AF_INET6)
+                (void) inet_ntop(AF_INET, &((struct sockaddr_in *) &ss)->sin_addr, s->address,
+                                 sizeof(s->address));
+        } else if (ss.ss_family == AF_INET6) {
                 s->port = ntohs(((struct sockaddr_in6 *) &ss)->sin6_port);
-        else
+                (void) inet_ntop(AF_INET6, &((struct sockaddr_in6 *) &ss)->sin6_addr, s->address,
+                                 sizeof(s->address));
+        } else
                 return -EAFNOSUPPORT;
 
         /* MHD closes the socket it is given on some failure paths and not on others: hand it a
@@ -994,6 +999,11 @@ HttpServer *http_server_free(HttpServer *s) {
 uint16_t http_server_get_port(const HttpServer *s) {
         assert(s);
         return s->port;
+}
+
+const char *http_server_get_address(const HttpServer *s) {
+        assert(s);
+        return s->address;
 }
 
 int http_server_quiesce(HttpServer *s) {

@@ -46,6 +46,8 @@ int http_server_new(sd_event *event, const HttpServerConfig *config, HttpHandler
 HttpServer *http_server_free(HttpServer *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(HttpServer *, http_server_free);
 uint16_t http_server_get_port(const HttpServer *s);
+/* The numeric address of the socket listened on: the configured one, or a passed socket's. */
+const char *http_server_get_address(const HttpServer *s);
 /* Stops accepting new connections; requests in progress and kept ones still complete. */
 int http_server_quiesce(HttpServer *s);
 /* Number of requests kept by handlers and not yet replied to. */

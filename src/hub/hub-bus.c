@@ -32,8 +32,11 @@ static int property_get_listen_address(sd_bus *bus, const char *path, const char
                                        sd_bus_error *error) {
         Manager *m = userdata;
 
+        if (m->server)
+                return bus_append_listen_address(reply, http_server_get_address(m->server),
+                                                 http_server_get_port(m->server));
         return bus_append_listen_address(reply, m->config.listen_address ?: HUB_DEFAULT_ADDRESS,
-                                         m->server ? http_server_get_port(m->server) : m->config.port);
+                                         m->config.port);
 }
 
 static int property_get_size(sd_bus *bus, const char *path, const char *interface, const char *property,

@@ -480,8 +480,8 @@ int manager_start(Manager *m, int listen_fd) {
         if (m->state)
                 http_server_set_reply_hook(m->server, state_dir_flush_callback, m->state);
 
-        log_info("Hub %s listening on %s port %u.", m->config.name,
-                 m->config.listen_address ?: HUB_DEFAULT_ADDRESS, http_server_get_port(m->server));
+        log_info("Hub %s listening on %s port %u.", m->config.name, http_server_get_address(m->server),
+                 http_server_get_port(m->server));
 
         /* Logged and reported in the status when it fails: the hub serves HTTP regardless. */
         (void) hub_bus_connect(m);

@@ -375,10 +375,11 @@ class MalformedHttpTests(DaemonTestCase):
 class SocketActivationTests(DaemonTestCase):
     def test_inherited_listening_socket(self):
         """With LISTEN_FDS/LISTEN_PID (as systemd passes them) the hub serves on the socket it was
-        given; --port is then ignored."""
+        given; --address and --port are then ignored, and the socket's own address is reported."""
+        address = "127.0.0.2"  # loopback, but not the default address
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.addCleanup(listener.close)
-        listener.bind((LOCALHOST, 0))
+        listener.bind((address, 0))
         listener.listen(16)
         port = listener.getsockname()[1]
 
@@ -395,10 +396,10 @@ class SocketActivationTests(DaemonTestCase):
         d.start_options = {"pass_fds": (listener.fileno(),), "preexec_fn": fd3}
         d.start()
         listener.close()
-        r = http_request(LOCALHOST, port, "GET", "/hub/hank/mgmt/v1/status")
+        r = http_request(address, port, "GET", "/hub/hank/mgmt/v1/status")
         self.assertEqual(r.status, 200, r.body)
         self.assertEqual(r.json()["name"], "hank")
-        self.assertIn(f"listening on 127.0.0.1 port {port}.", d.log())
+        self.assertIn(f"listening on {address} port {port}.", d.log())
 
 
 class ReadinessTests(unittest.TestCase):
