@@ -22,6 +22,7 @@ import socket
 import threading
 import time
 import unittest
+import urllib.parse
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -211,6 +212,9 @@ class ShareCorruptingProxy:
         self.delay_next_share = 0.0  # seconds to hold the next GET key-share reply back
         self.delayed = 0
         self.turn_away = {"POST": 0, "GET": 0}  # key-share requests to answer 502 unseen by the hub
+        # Functions (reply object, key ID) -> (body, signing) for the next GET key-share replies,
+        # one each; signing is "again" (a valid MAC over the new body), "none" or "bad".
+        self.share_rewrites = []
         proxy = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
@@ -273,6 +277,10 @@ class ShareCorruptingProxy:
         if method == "GET" and "/dske/oob/v1/psrd" in path and "pool_owner=hub" in path:
             obj = json.loads(data)
             self.blocks[obj["block_uuid"]] = base64.b64decode(obj["data"])
+        elif method == "GET" and "/dske/api/v1/key-share" in path and self.share_rewrites:
+            key_id = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)["key_id"][0]
+            data, signing = self.share_rewrites.pop(0)(json.loads(data), key_id)
+            return self.sign(data, headers, signing)
         elif method == "GET" and "/dske/api/v1/key-share" in path and self.delay_next_share > 0:
             delay, self.delay_next_share = self.delay_next_share, 0.0
             self.delayed += 1
@@ -295,14 +303,18 @@ class ShareCorruptingProxy:
             return self.sign(obj, headers)
         return data, headers
 
-    def sign(self, obj, headers):
-        """The reply body obj, signed again with the MAC key the hub named."""
-        data = json_compact(obj)
+    def sign(self, obj, headers, signing="again"):
+        """The reply body (an object, or bytes as they are), signed again with the MAC key the hub
+        named; with signing "none" without a signature, with "bad" with a MAC that does not match."""
+        data = obj if isinstance(obj, bytes) else json_compact(obj)
         value = dict((k.lower(), v) for k, v in headers)[SIGNATURE_HEADER.lower()]
         allocation, _ = parse_signature_header(value)
-        mac = hmac.new(self.key_bytes(allocation), data, hashlib.sha256).digest()
+        mac = bytearray(hmac.new(self.key_bytes(allocation), data, hashlib.sha256).digest())
+        if signing == "bad":
+            mac[0] ^= 0x01
         headers = [(k, v) for k, v in headers if k.lower() != SIGNATURE_HEADER.lower()]
-        headers.append((SIGNATURE_HEADER, f"{allocation.to_string()}%{base64.b64encode(mac).decode()}"))
+        if signing != "none":
+            headers.append((SIGNATURE_HEADER, f"{allocation.to_string()}%{base64.b64encode(mac).decode()}"))
         return data, headers
 
 
@@ -630,6 +642,65 @@ class CorruptShareTests(ClientTestCase):
         key = self.get_keys(carol, "sam", "sofia").json()["keys"][0]
         r = self.get_keys_with_ids(connie, "sam", "sofia", [key["key_ID"]], expect=503)
         self.assertEtsiError(r, 503, MSG_GATHER)
+
+
+class HostileReplyTests(ClientTestCase):
+    def test_share_replies_are_checked(self):
+        """A hub's GET key-share reply that fails a check costs that hub's share only: the key is
+        still recovered from the others, and the hub's status names what was wrong. The same
+        reply in another JSON layout than our hubs' is read as well."""
+        self.hubs = {h: self.start_hub(h) for h in HUBS}
+        proxy = ShareCorruptingProxy(self.hubs["hilary"].port, corrupt=False)
+        self.addCleanup(proxy.close)
+        clients = {"carol": ["sam"], "connie": ["sofia"]}
+        carol = self.start_client("carol", [self.hub_url(h) for h in HUBS], ["sam"],
+                                  config=self.directory_config("carol", clients))
+        connie = self.start_client("connie", [self.hub_url(h, proxy.port if h == "hilary" else None) for h in HUBS],
+                                   ["sofia"], config=self.directory_config("connie", clients))
+
+        def pretty(obj, key_id):
+            obj = {"key_id": key_id, **obj}
+            return json.dumps(dict(reversed(list(obj.items()))), indent=2).encode(), "again"
+
+        def other_key(obj, key_id):
+            return json.dumps({**obj, "key_id": str(uuid.uuid4())}, indent=2).encode(), "again"
+
+        def value(v):
+            return lambda obj, key_id: ({**obj, "encrypted_share_value": v}, "again")
+
+        cases = [
+            ("pretty", pretty, None),
+            ("other key", other_key, "invalid reply: reply names another key"),
+            ("index", lambda obj, key_id: ({**obj, "share_index": obj["share_index"] + 1}, "again"),
+             "invalid reply: share index 3, expected 2"),
+            ("not base64", value("not base64!"), "invalid reply: share is not base64"),
+            ("short", value(base64.b64encode(b"abc").decode()), "invalid reply: share of 3 bytes"),
+            ("long", value(base64.b64encode(bytes(1025)).decode()), "invalid reply: share of 1025 bytes"),
+            ("not JSON", lambda obj, key_id: (b"[1, 2", "again"), "invalid reply: malformed share reply"),
+            ("allocation", lambda obj, key_id: ({**obj, "encryption_key_allocation": {"fragments": []}}, "again"),
+             "invalid reply: malformed encryption_key_allocation"),
+            ("unsigned", lambda obj, key_id: (obj, "none"), "invalid reply: reply signature:"),
+            ("bad MAC", lambda obj, key_id: (obj, "bad"), "invalid reply: reply signature: Invalid signature."),
+        ]
+        for name, rewrite, error in cases:
+            with self.subTest(name):
+                before = connie.hub_status("hilary")
+                given_back = connie.status()["psrd"]["bytes_given_back"]
+                proxy.share_rewrites.append(rewrite)
+                self.key_pair(carol, "sam", connie, "sofia")
+                self.assertEqual(proxy.share_rewrites, [])
+                after = connie.hub_status("hilary")
+                if error is None:
+                    self.assertEqual(after["shares_received"], before["shares_received"] + 1)
+                    self.assertEqual(after["failures"], before["failures"])
+                else:
+                    self.assertEqual(after["shares_received"], before["shares_received"])
+                    self.assertEqual(after["failures"], before["failures"] + 1)
+                    self.assertIn(error, after["last_error"])
+                # The MAC key of a reply whose MAC does not match goes back to the pool (H3).
+                self.assertEqual(connie.status()["psrd"]["bytes_given_back"] - given_back,
+                                 32 if name == "bad MAC" else 0)
+        self.assertEqual(connie.status()["keys"]["gather_failures"], 0)
 
 
 class LostReplyTests(ClientTestCase):
