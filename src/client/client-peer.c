@@ -688,13 +688,16 @@ static uint64_t block_retire(Pool *pool, Block *b) {
 
 void peer_hub_retire_local_block(PeerHub *p, const Uuid *uuid) {
         char id[UUID_STRING_MAX];
+        uint64_t burnt;
         Block *b;
 
         b = pool_find_block(p->local_pool, uuid);
         if (!b)
                 return;
+        burnt = block_retire(p->local_pool, b);
+        p->n_bytes_retired += burnt;
         log_notice("Hub %s rejected PSRD block %s: no longer using it (%" PRIu64 " bytes retired).", p->name,
-                   uuid_to_string(uuid, id), block_retire(p->local_pool, b));
+                   uuid_to_string(uuid, id), burnt);
         peer_hub_after_use(p);
 }
 

@@ -212,6 +212,9 @@ class ShareCorruptingProxy:
         self.delay_next_share = 0.0  # seconds to hold the next GET key-share reply back
         self.delayed = 0
         self.turn_away = {"POST": 0, "GET": 0}  # key-share requests to answer 502 unseen by the hub
+        # A function (request headers) -> (status, reply object) that answers the next key-share
+        # request of that method in the hub's place.
+        self.answer_next = {"POST": None, "GET": None}
         # Functions (reply object, key ID) -> (body, signing) for the next GET key-share replies,
         # one each; signing is "again" (a valid MAC over the new body), "none" or "bad".
         self.share_rewrites = []
@@ -226,6 +229,16 @@ class ShareCorruptingProxy:
             def relay(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
+                if "/dske/api/v1/key-share" in self.path and proxy.answer_next.get(self.command):
+                    answer, proxy.answer_next[self.command] = proxy.answer_next[self.command], None
+                    status, obj = answer(self.headers)
+                    data = json_compact(obj)
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                    return
                 if "/dske/api/v1/key-share" in self.path and proxy.turn_away.get(self.command, 0) > 0:
                     proxy.turn_away[self.command] -= 1
                     data = b'{"detail":"the hub is out of reach"}'
@@ -701,6 +714,67 @@ class HostileReplyTests(ClientTestCase):
                 self.assertEqual(connie.status()["psrd"]["bytes_given_back"] - given_back,
                                  32 if name == "bad MAC" else 0)
         self.assertEqual(connie.status()["keys"]["gather_failures"], 0)
+
+
+class PsrdErrorReplyTests(ClientTestCase):
+    """A hub's errors about PSRD, as our hubs word them, make the client act on its pools."""
+
+    def setUp(self):
+        config = "[PSRD]\nBlockSize=4K\nLowWater=2K\nHighWater=6K\n[Keys]\nMaxKeysPerRequest=4\nMaxKeySize=256\n"
+        self.hubs = {h: self.start_hub(h) for h in HUBS}
+        self.proxy = ShareCorruptingProxy(self.hubs["hilary"].port, corrupt=False)
+        self.addCleanup(self.proxy.close)
+        clients = {"carol": ["sam"], "connie": ["sofia"]}
+        self.carol = self.start_client("carol",
+                                       [self.hub_url(h, self.proxy.port if h == "hilary" else None) for h in HUBS],
+                                       ["sam"], config=self.directory_config("carol", clients) + config)
+        self.connie = self.start_client("connie", [self.hub_url(h) for h in HUBS], ["sofia"],
+                                        config=self.directory_config("connie", clients) + config)
+        # Ready comes at LowWater=; wait until the start-up fetches are over (HighWater=).
+        self.wait_for(lambda: all(self.carol.hub_status("hilary")[pool]["available_bytes"] >= 6 * 1024
+                                  for pool in ("local_pool", "peer_pool")), "pools not filled")
+
+    def wait_for(self, predicate, what):
+        deadline = time.monotonic() + 30
+        while not predicate():
+            self.assertLess(time.monotonic(), deadline, f"{what}: {self.carol.hub_status('hilary')}")
+            time.sleep(0.05)
+
+    def test_block_the_hub_no_longer_knows_is_retired(self):
+        rejected = []
+
+        def unknown_block(headers):
+            allocation, _ = parse_signature_header(headers[SIGNATURE_HEADER])
+            rejected.append(allocation.fragments[0].block_uuid)
+            return 400, {"message": "Invalid PSRD block UUID.", "details": {"block_uuid": rejected[0]}}
+
+        before = self.carol.hub_status("hilary")
+        self.proxy.answer_next["POST"] = unknown_block
+        self.key_pair(self.carol, "sam", self.connie, "sofia")
+        self.assertEqual(len(rejected), 1)
+        self.assertIsNotNone(self.carol.daemon.wait_for_log(rf"Hub hilary rejected PSRD block {rejected[0]}"))
+        h = self.carol.hub_status("hilary")
+        self.assertNotIn(rejected[0], [b["uuid"] for b in h["local_pool"]["blocks"]])
+        self.assertGreater(h["bytes_retired"], before["bytes_retired"])
+        self.assertIn("HTTP 400 Invalid PSRD block UUID.", h["last_error"])
+        # A new block replaces it, and the hub takes shares again.
+        self.carol.wait_ready()
+        self.key_pair(self.carol, "sam", self.connie, "sofia")
+        self.assertEqual(self.carol.hub_status("hilary")["shares_sent"], h["shares_sent"] + 1)
+
+    def test_hub_out_of_psrd_gets_a_block_early(self):
+        before = self.carol.hub_status("hilary")
+        self.proxy.answer_next["POST"] = lambda headers: (503, {
+            "message": "Pool carol hub-owned out of Pre-Shared Random Data (PSRD).",
+            "details": {"purpose": "response MAC", "allocation_size": 32, "pool_available_bytes": 0}})
+        self.key_pair(self.carol, "sam", self.connie, "sofia")
+        # The client's copy of the pool is far above its low-water mark: only the hub's word
+        # makes it fetch.
+        self.wait_for(lambda: self.carol.hub_status("hilary")["blocks_fetched"] > before["blocks_fetched"],
+                      "no block fetched")
+        h = self.carol.hub_status("hilary")
+        self.assertEqual(h["blocks_fetched"], before["blocks_fetched"] + 1)
+        self.assertEqual(len(h["peer_pool"]["blocks"]), len(before["peer_pool"]["blocks"]) + 1)
 
 
 class LostReplyTests(ClientTestCase):
