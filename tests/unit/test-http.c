@@ -1,4 +1,5 @@
 /* SPDX-License-Identifier: MIT */
+#include <errno.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +11,7 @@
 
 #include <cmocka.h>
 #include <netinet/in.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include "http-client.h"
@@ -1048,6 +1050,62 @@ static void test_orphaned_request(void **state) {
         result_done(&r);
 }
 
+typedef struct Peer {
+        int fd;
+        bool closed;
+} Peer;
+
+static int peer_on_data(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
+        Peer *p = userdata;
+        char buf[256];
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+        if (n == 0 || (n < 0 && errno != EAGAIN)) {
+                p->closed = true;
+                (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        }
+        return 0;
+}
+
+/* A connection that sends nothing, and one that stops half-way through its headers, are closed
+ * once they have been idle for the server's timeout, and not before. */
+static void test_idle_timeout(void **state) {
+        Fixture *f = *state;
+        HttpServerConfig config = {.address = "127.0.0.1", .listen_fd = -1, .timeout_sec = 1};
+        static const char partial[] = "GET /echo HTTP/1.1\r\nHost: x\r\n";
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        sd_event_source *sources[2] = {};
+        Peer peers[2] = {};
+        HttpServer *s = NULL;
+        uint64_t start;
+
+        assert_int_equal(http_server_new(f->event, &config, handler, f, &s), 0);
+        sa.sin_port = htons(http_server_get_port(s));
+        for (size_t i = 0; i < ELEMENTSOF(peers); i++) {
+                peers[i].fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+                assert_true(peers[i].fd >= 0);
+                assert_int_equal(connect(peers[i].fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+                assert_int_equal(sd_event_add_io(f->event, &sources[i], peers[i].fd, EPOLLIN | EPOLLRDHUP,
+                                                 peer_on_data, &peers[i]),
+                                 0);
+        }
+        assert_int_equal(send(peers[1].fd, partial, sizeof(partial) - 1, 0), (ssize_t) sizeof(partial) - 1);
+
+        start = now_usec();
+        run_for(f, 500 * 1000);
+        assert_false(peers[0].closed);
+        assert_false(peers[1].closed);
+        assert_true(run_until(f, &peers[0].closed, 10 * 1000000));
+        assert_true(run_until(f, &peers[1].closed, 10 * 1000000));
+        assert_true(now_usec() - start >= 900 * 1000);
+
+        for (size_t i = 0; i < ELEMENTSOF(peers); i++) {
+                sd_event_source_unref(sources[i]);
+                close(peers[i].fd);
+        }
+        http_server_free(s);
+}
+
 static void test_ipv6(void **state) {
         Fixture *f = NULL;
         _cleanup_json_ json_object *o = NULL;
@@ -1087,6 +1145,7 @@ static void test_listen_fd(void **state) {
 
         assert_int_equal(http_server_new(f->event, &config, handler, f, &s), 0);
         assert_int_equal(http_server_get_port(s), ntohs(sa.sin_port));
+        assert_string_equal(http_server_get_address(s), "127.0.0.1");
         snprintf(url, sizeof(url), "http://127.0.0.1:%u/echo?a=fd", ntohs(sa.sin_port));
         assert_int_equal(http_client_call(f->client, &spec, on_done, &r, NULL), 0);
         assert_true(run_until(f, &r.done, 5 * 1000000));
@@ -1124,6 +1183,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_quiesce, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_orphaned_request, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_listen_fd, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_fresh_connection, setup, teardown),
                 cmocka_unit_test(test_ipv6),
         };
