@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <ctype.h>
 #include <errno.h>
 #include <stddef.h>
@@ -163,6 +164,13 @@ static int conf_parse_sae_directory(const char *filename, unsigned line, const c
         return r;
 }
 
+/* Limits a single setting has, whatever the others say: named with the file and line. */
+CONF_PARSER_RANGE(conf_parse_shares_required, conf_parse_unsigned_range, 2, CLIENT_HUBS_MAX)
+CONF_PARSER_RANGE(conf_parse_keys_per_request, conf_parse_unsigned_range, 1, 1024)
+CONF_PARSER_RANGE(conf_parse_stored_keys, conf_parse_unsigned_range, 0, 1000000)
+static_assert(PSRD_BLOCK_SIZE_MAX == 64u * 1024u * 1024u, "the range below says 64M");
+CONF_PARSER_RANGE(conf_parse_block_size, conf_parse_bytes_range, 1024, PSRD_BLOCK_SIZE_MAX, "1K..64M")
+
 static const ConfItem client_config_items[] = {
         {"Client", "Name", conf_parse_string, offsetof(ClientConfig, name)},
         {"Client", "ListenAddress", conf_parse_string, offsetof(ClientConfig, listen_address)},
@@ -171,23 +179,24 @@ static const ConfItem client_config_items[] = {
         {"Client", "Encryptors", conf_parse_list, offsetof(ClientConfig, encryptors)},
         {"Client", "StateDirectory", conf_parse_string, offsetof(ClientConfig, state_dir)},
         {"Client", "Ephemeral", conf_parse_bool, offsetof(ClientConfig, ephemeral)},
-        {"Client", "MaxBodySize", conf_parse_bytes, offsetof(ClientConfig, max_body_size)},
-        {"Client", "MaxConnections", conf_parse_unsigned, offsetof(ClientConfig, max_connections)},
+        {"Client", "MaxBodySize", daemon_conf_parse_max_body_size, offsetof(ClientConfig, max_body_size)},
+        {"Client", "MaxConnections", conf_parse_unsigned_positive, offsetof(ClientConfig, max_connections)},
         {"Client", "LogLevel", conf_parse_log_level, offsetof(ClientConfig, log_level)},
-        {"Keys", "SharesRequired", conf_parse_unsigned, offsetof(ClientConfig, shares_required)},
+        {"Keys", "SharesRequired", conf_parse_shares_required, offsetof(ClientConfig, shares_required)},
         {"Keys", "MinSharesScattered", conf_parse_unsigned, offsetof(ClientConfig, min_scatter)},
         {"Keys", "DefaultKeySize", conf_parse_key_bits, offsetof(ClientConfig, default_key_bits)},
         {"Keys", "MaxKeySize", conf_parse_key_bits, offsetof(ClientConfig, max_key_bits)},
-        {"Keys", "MaxKeysPerRequest", conf_parse_unsigned, offsetof(ClientConfig, max_keys_per_request)},
-        {"Keys", "MaxStoredKeys", conf_parse_unsigned, offsetof(ClientConfig, max_stored_keys)},
-        {"Keys", "StoredKeyTTL", conf_parse_sec, offsetof(ClientConfig, stored_key_ttl_usec)},
-        {"PSRD", "BlockSize", conf_parse_bytes, offsetof(ClientConfig, block_size)},
+        {"Keys", "MaxKeysPerRequest", conf_parse_keys_per_request,
+         offsetof(ClientConfig, max_keys_per_request)},
+        {"Keys", "MaxStoredKeys", conf_parse_stored_keys, offsetof(ClientConfig, max_stored_keys)},
+        {"Keys", "StoredKeyTTL", conf_parse_sec_positive, offsetof(ClientConfig, stored_key_ttl_usec)},
+        {"PSRD", "BlockSize", conf_parse_block_size, offsetof(ClientConfig, block_size)},
         {"PSRD", "LowWater", conf_parse_bytes, offsetof(ClientConfig, low_water)},
         {"PSRD", "HighWater", conf_parse_bytes, offsetof(ClientConfig, high_water)},
-        {"Hubs", "Timeout", conf_parse_sec, offsetof(ClientConfig, hub_timeout_usec)},
-        {"Hubs", "ProvisioningTimeout", conf_parse_sec, offsetof(ClientConfig, oob_timeout_usec)},
-        {"Hubs", "RetryMin", conf_parse_sec, offsetof(ClientConfig, retry_min_usec)},
-        {"Hubs", "RetryMax", conf_parse_sec, offsetof(ClientConfig, retry_max_usec)},
+        {"Hubs", "Timeout", conf_parse_sec_positive, offsetof(ClientConfig, hub_timeout_usec)},
+        {"Hubs", "ProvisioningTimeout", conf_parse_sec_positive, offsetof(ClientConfig, oob_timeout_usec)},
+        {"Hubs", "RetryMin", conf_parse_sec_positive, offsetof(ClientConfig, retry_min_usec)},
+        {"Hubs", "RetryMax", conf_parse_sec_positive, offsetof(ClientConfig, retry_max_usec)},
         {"ETSI", "Identity", conf_parse_etsi_identity, offsetof(ClientConfig, etsi_identity)},
         {"ETSI", "SAE", conf_parse_sae_directory, offsetof(ClientConfig, directory)},
         {"Management", "FromAnywhere", conf_parse_bool, offsetof(ClientConfig, management_from_anywhere)},
@@ -286,25 +295,9 @@ int client_config_verify(const ClientConfig *c) {
                             !streq(c->directory.entries[i].kme, c->directory.entries[j].kme))
                                 return log_error_errno(-EINVAL, "SAE \"%s\" is given two different KMEs.",
                                                        c->directory.entries[i].sae);
-        if (c->max_key_bits < CLIENT_MIN_KEY_SIZE_BITS || c->max_key_bits % 8 != 0)
-                return log_error_errno(-EINVAL, "MaxKeySize=%u is not a multiple of 8 of at least %u.",
-                                       c->max_key_bits, CLIENT_MIN_KEY_SIZE_BITS);
-        if (c->default_key_bits < CLIENT_MIN_KEY_SIZE_BITS || c->default_key_bits > c->max_key_bits ||
-            c->default_key_bits % 8 != 0)
-                return log_error_errno(-EINVAL,
-                                       "DefaultKeySize=%u is not a multiple of 8 between %u and %u.",
-                                       c->default_key_bits, CLIENT_MIN_KEY_SIZE_BITS, c->max_key_bits);
-        if (c->max_keys_per_request < 1 || c->max_keys_per_request > 1024)
-                return log_error_errno(-EINVAL, "MaxKeysPerRequest=%u is out of range 1..1024.",
-                                       c->max_keys_per_request);
-        if (c->max_stored_keys > 1000000)
-                return log_error_errno(-EINVAL, "MaxStoredKeys=%u is out of range 0..1000000.",
-                                       c->max_stored_keys);
-        if (c->stored_key_ttl_usec == 0)
-                return log_error_errno(-EINVAL, "StoredKeyTTL= must be greater than zero.");
-        if (c->block_size < 1024 || c->block_size > PSRD_BLOCK_SIZE_MAX)
-                return log_error_errno(-EINVAL, "BlockSize=%llu is out of range 1K..%u.",
-                                       (unsigned long long) c->block_size, PSRD_BLOCK_SIZE_MAX);
+        if (c->default_key_bits > c->max_key_bits)
+                return log_error_errno(-EINVAL, "DefaultKeySize=%u is above MaxKeySize=%u.",
+                                       c->default_key_bits, c->max_key_bits);
         if (c->low_water < request_psrd_need(c))
                 return log_error_errno(
                         -EINVAL,
@@ -317,15 +310,8 @@ int client_config_verify(const ClientConfig *c) {
                 return log_error_errno(-EINVAL, "HighWater=%llu is below LowWater=%llu.",
                                        (unsigned long long) c->high_water,
                                        (unsigned long long) c->low_water);
-        if (c->hub_timeout_usec == 0 || c->oob_timeout_usec == 0)
-                return log_error_errno(-EINVAL, "Hub timeouts must be greater than zero.");
-        if (c->retry_min_usec == 0 || c->retry_max_usec < c->retry_min_usec)
-                return log_error_errno(-EINVAL, "RetryMin= must be positive and not above RetryMax=.");
-        if (c->max_body_size < 1024 || c->max_body_size > 64u * 1024u * 1024u)
-                return log_error_errno(-EINVAL, "MaxBodySize=%llu is out of range 1K..64M.",
-                                       (unsigned long long) c->max_body_size);
-        if (c->max_connections == 0)
-                return log_error_errno(-EINVAL, "MaxConnections= must be at least 1.");
+        if (c->retry_max_usec < c->retry_min_usec)
+                return log_error_errno(-EINVAL, "RetryMin= is above RetryMax=.");
         return 0;
 }
 

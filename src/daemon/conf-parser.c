@@ -255,6 +255,23 @@ int conf_parse_unsigned(const char *filename, unsigned line, const char *key, co
         return 0;
 }
 
+int conf_parse_unsigned_range(const char *filename, unsigned line, const char *key, const char *value,
+                              void *data, unsigned min, unsigned max) {
+        unsigned *u = data;
+        uint64_t v;
+
+        if (parse_uint64(value, &v) < 0 || v < min || v > max)
+                return conf_log_invalid(filename, line, key, "'%s' is not a number between %u and %u.",
+                                        value, min, max);
+        *u = (unsigned) v;
+        return 0;
+}
+
+int conf_parse_unsigned_positive(const char *filename, unsigned line, const char *key, const char *value,
+                                 void *data) {
+        return conf_parse_unsigned_range(filename, line, key, value, data, 1, UINT_MAX);
+}
+
 int conf_parse_port(const char *filename, unsigned line, const char *key, const char *value, void *data) {
         uint16_t *port = data;
         uint64_t v;
@@ -295,6 +312,20 @@ int conf_parse_bytes(const char *filename, unsigned line, const char *key, const
         return conf_log_invalid(
                 filename, line, key,
                 "'%s' is not a size in bytes (a number, optionally followed by K, M, G or T).", value);
+}
+
+int conf_parse_bytes_range(const char *filename, unsigned line, const char *key, const char *value,
+                           void *data, uint64_t min, uint64_t max, const char *range) {
+        uint64_t v;
+        int r;
+
+        r = conf_parse_bytes(filename, line, key, value, &v);
+        if (r < 0)
+                return r;
+        if (v < min || v > max)
+                return conf_log_invalid(filename, line, key, "'%s' is out of range %s.", value, range);
+        *(uint64_t *) data = v;
+        return 0;
 }
 
 /* "500ms", "30", "1.5s", "5min", "1h 30min": a sum of numbers with units; a bare number is seconds. */
@@ -388,6 +419,21 @@ int conf_parse_sec(const char *filename, unsigned line, const char *key, const c
                         filename, line, key,
                         "'%s' is not a time span (such as 30, 30s, 500ms, 5min or 1h 30min).", value);
         *usec = v;
+        return 0;
+}
+
+int conf_parse_sec_positive(const char *filename, unsigned line, const char *key, const char *value,
+                            void *data) {
+        uint64_t v;
+        int r;
+
+        r = conf_parse_sec(filename, line, key, value, &v);
+        if (r < 0)
+                return r;
+        if (v == 0)
+                return conf_log_invalid(filename, line, key, "'%s' is not a time span greater than zero.",
+                                        value);
+        *(uint64_t *) data = v;
         return 0;
 }
 

@@ -51,5 +51,25 @@ int conf_parse_bytes(const char *filename, unsigned line, const char *key, const
                      void *data); /* uint64_t; suffixes K, M, G, T (1024-based), KiB... */
 int conf_parse_sec(const char *filename, unsigned line, const char *key, const char *value,
                    void *data); /* uint64_t µs: "30" (s), "30s", "500ms", "5min", "1h 30min" */
+
+/* Bounded variants, for a ConfParser that names its bounds (see CONF_PARSER_RANGE()): the value
+ * must lie in min..max, which range spells for the message ("1K..64M"). The _positive ones are
+ * ConfParsers themselves: at least 1, or a time span greater than zero. */
+int conf_parse_unsigned_range(const char *filename, unsigned line, const char *key, const char *value,
+                              void *data, unsigned min, unsigned max);
+int conf_parse_unsigned_positive(const char *filename, unsigned line, const char *key, const char *value,
+                                 void *data);
+int conf_parse_bytes_range(const char *filename, unsigned line, const char *key, const char *value,
+                           void *data, uint64_t min, uint64_t max, const char *range);
+int conf_parse_sec_positive(const char *filename, unsigned line, const char *key, const char *value,
+                            void *data);
+
+/* Defines the ConfParser "name" that calls one of the _range parsers with the bounds given. */
+#define CONF_PARSER_RANGE(name, parser, ...)                                                                \
+        static int name(const char *filename, unsigned line, const char *key, const char *value,            \
+                        void *data) {                                                                       \
+                return parser(filename, line, key, value, data, __VA_ARGS__);                               \
+        }
+
 int conf_parse_log_level(const char *filename, unsigned line, const char *key, const char *value,
                          void *data); /* int */

@@ -12,6 +12,7 @@
 #include <systemd/sd-daemon.h>
 #include <time.h>
 
+#include "conf-parser.h"
 #include "daemon-util.h"
 #include "log.h"
 
@@ -210,4 +211,10 @@ int daemon_default_state_dir(const char *role, const char *name, char **ret) {
                 return -ENOMEM;
         *ret = p;
         return 0;
+}
+
+int daemon_conf_parse_max_body_size(const char *filename, unsigned line, const char *key, const char *value,
+                                    void *data) {
+        return conf_parse_bytes_range(filename, line, key, value, data, 1024, UINT64_C(64) * 1024 * 1024,
+                                      "1K..64M");
 }

@@ -46,3 +46,7 @@ int daemon_prepare_state_dir(const char *path);
 /* Where a node keeps its state when no directory is configured: the service manager's
  * $STATE_DIRECTORY, else LOCALSTATEDIR/lib/dske/ROLE-NAME. */
 int daemon_default_state_dir(const char *role, const char *name, char **ret);
+
+/* ConfParser for the MaxBodySize= both daemons take: a size in bytes, 1K..64M. */
+int daemon_conf_parse_max_body_size(const char *filename, unsigned line, const char *key, const char *value,
+                                    void *data);

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 #include <arpa/inet.h>
+#include <assert.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 
 #include "codec.h"
 #include "conf-parser.h"
+#include "daemon-util.h"
 #include "hub-conf.h"
 #include "log.h"
 #include "psrd.h"
@@ -39,21 +41,26 @@ void hub_config_done(HubConfig *c) {
         c->name = c->listen_address = c->state_dir = NULL;
 }
 
+/* Limits a single setting has, whatever the others say: named with the file and line. */
+static_assert(PSRD_BLOCK_SIZE_MAX == 64u * 1024u * 1024u, "the range below says 64M");
+CONF_PARSER_RANGE(conf_parse_max_block_size, conf_parse_bytes_range, 1, PSRD_BLOCK_SIZE_MAX, "1..64M")
+
 static const ConfItem hub_config_items[] = {
         {"Hub", "Name", conf_parse_string, offsetof(HubConfig, name)},
         {"Hub", "ListenAddress", conf_parse_string, offsetof(HubConfig, listen_address)},
         {"Hub", "Port", conf_parse_port, offsetof(HubConfig, port)},
         {"Hub", "StateDirectory", conf_parse_string, offsetof(HubConfig, state_dir)},
         {"Hub", "Ephemeral", conf_parse_bool, offsetof(HubConfig, ephemeral)},
-        {"Hub", "MaxBodySize", conf_parse_bytes, offsetof(HubConfig, max_body_size)},
-        {"Hub", "MaxConnections", conf_parse_unsigned, offsetof(HubConfig, max_connections)},
+        {"Hub", "MaxBodySize", daemon_conf_parse_max_body_size, offsetof(HubConfig, max_body_size)},
+        {"Hub", "MaxConnections", conf_parse_unsigned_positive, offsetof(HubConfig, max_connections)},
         {"Hub", "OutOfBandAPI", conf_parse_bool, offsetof(HubConfig, oob_api)},
         {"Hub", "ManagementFromAnywhere", conf_parse_bool, offsetof(HubConfig, management_from_anywhere)},
-        {"Hub", "MaxBlockSize", conf_parse_bytes, offsetof(HubConfig, max_block_size)},
+        {"Hub", "MaxBlockSize", conf_parse_max_block_size, offsetof(HubConfig, max_block_size)},
         {"Hub", "MaxPoolSize", conf_parse_bytes, offsetof(HubConfig, max_pool_size)},
-        {"Hub", "ShareTTL", conf_parse_sec, offsetof(HubConfig, share_ttl_usec)},
-        {"Hub", "MaxSharesPerClient", conf_parse_unsigned, offsetof(HubConfig, max_shares_per_client)},
-        {"Hub", "MaxClients", conf_parse_unsigned, offsetof(HubConfig, max_clients)},
+        {"Hub", "ShareTTL", conf_parse_sec_positive, offsetof(HubConfig, share_ttl_usec)},
+        {"Hub", "MaxSharesPerClient", conf_parse_unsigned_positive,
+         offsetof(HubConfig, max_shares_per_client)},
+        {"Hub", "MaxClients", conf_parse_unsigned_positive, offsetof(HubConfig, max_clients)},
         {"Hub", "LogLevel", conf_parse_log_level, offsetof(HubConfig, log_level)},
 };
 
@@ -78,24 +85,10 @@ int hub_config_verify(const HubConfig *c) {
                                        "Invalid listen address \"%s\": expected a numeric IPv4 or "
                                        "IPv6 address.",
                                        c->listen_address);
-        if (c->max_block_size < 1 || c->max_block_size > PSRD_BLOCK_SIZE_MAX)
-                return log_error_errno(-EINVAL, "MaxBlockSize=%llu is out of range 1..%u.",
-                                       (unsigned long long) c->max_block_size, PSRD_BLOCK_SIZE_MAX);
         if (c->max_pool_size < c->max_block_size)
                 return log_error_errno(-EINVAL, "MaxPoolSize=%llu is smaller than MaxBlockSize=%llu.",
                                        (unsigned long long) c->max_pool_size,
                                        (unsigned long long) c->max_block_size);
-        if (c->max_body_size < 1024 || c->max_body_size > 64u * 1024u * 1024u)
-                return log_error_errno(-EINVAL, "MaxBodySize=%llu is out of range 1K..64M.",
-                                       (unsigned long long) c->max_body_size);
-        if (c->share_ttl_usec == 0)
-                return log_error_errno(-EINVAL, "ShareTTL= must be greater than zero.");
-        if (c->max_shares_per_client == 0)
-                return log_error_errno(-EINVAL, "MaxSharesPerClient= must be at least 1.");
-        if (c->max_clients == 0)
-                return log_error_errno(-EINVAL, "MaxClients= must be at least 1.");
-        if (c->max_connections == 0)
-                return log_error_errno(-EINVAL, "MaxConnections= must be at least 1.");
         return 0;
 }
 

@@ -1115,6 +1115,19 @@ class CommandLineTests(ClientTestCase):
             ("[ETSI]\nIdentity=certificate\n", 2),
             ("[Hubs]\nTimeout=soon\n", 2),
             ("[Nowhere]\nX=1\n", 1),
+            ("[Keys]\nSharesRequired=1\n", 2),
+            ("[Keys]\nSharesRequired=17\n", 2),
+            ("[Keys]\nMaxKeysPerRequest=0\n", 2),
+            ("[Keys]\nMaxKeysPerRequest=1025\n", 2),
+            ("[Keys]\nMaxStoredKeys=1000001\n", 2),
+            ("[Keys]\nStoredKeyTTL=0\n", 2),
+            ("[PSRD]\nBlockSize=512\n", 2),
+            ("[PSRD]\nBlockSize=65M\n", 2),
+            ("[Hubs]\nTimeout=0\n", 2),
+            ("[Hubs]\nProvisioningTimeout=0s\n", 2),
+            ("[Hubs]\nRetryMin=0\n", 2),
+            ("[Client]\nMaxBodySize=100\n", 2),
+            ("[Client]\nMaxConnections=0\n", 2),
             ("[Keys]\nSharesRequired=3\n[Nowhere]\n", 3),
         ]
         for text, line in cases:
@@ -1126,12 +1139,12 @@ class CommandLineTests(ClientTestCase):
 
     def test_bad_combinations(self):
         hubs = ",".join(f"http://127.0.0.1:1/hub/h{i}" for i in range(3))
-        for text, message in [("[Keys]\nSharesRequired=1\n", "SharesRequired=1"),
-                              ("[Keys]\nSharesRequired=4\n", "SharesRequired=4"),
+        for text, message in [("[Keys]\nSharesRequired=4\n", "SharesRequired=4"),
                               ("[PSRD]\nLowWater=1K\n", "LowWater"),
                               ("[PSRD]\nHighWater=1K\n", "HighWater"),
                               ("[Keys]\nMaxKeySize=65536\n", "LowWater"),
-                              ("[Keys]\nDefaultKeySize=16384\n", "DefaultKeySize")]:
+                              ("[Keys]\nDefaultKeySize=16384\n", "DefaultKeySize"),
+                              ("[Hubs]\nRetryMin=10s\nRetryMax=1s\n", "RetryMin= is above RetryMax=")]:
             with self.subTest(text=text):
                 code, _, err = self.client("carol", "--hubs", hubs, "--config", self.write(text))
                 self.assertNotEqual(code, 0)

@@ -22,7 +22,14 @@ typedef struct TestConfig {
         uint64_t size;
         uint64_t timeout;
         int level;
+        unsigned small;
+        unsigned positive;
+        uint64_t buffer;
+        uint64_t ttl;
 } TestConfig;
+
+CONF_PARSER_RANGE(parse_small, conf_parse_unsigned_range, 2, 5)
+CONF_PARSER_RANGE(parse_buffer, conf_parse_bytes_range, 1024, 2048, "1K..2K")
 
 static const ConfItem items[] = {
         {"Main", "Name", conf_parse_string, offsetof(TestConfig, name)},
@@ -33,6 +40,10 @@ static const ConfItem items[] = {
         {"Limits", "Size", conf_parse_bytes, offsetof(TestConfig, size)},
         {"Limits", "Timeout", conf_parse_sec, offsetof(TestConfig, timeout)},
         {"Limits", "LogLevel", conf_parse_log_level, offsetof(TestConfig, level)},
+        {"Bounded", "Small", parse_small, offsetof(TestConfig, small)},
+        {"Bounded", "Positive", conf_parse_unsigned_positive, offsetof(TestConfig, positive)},
+        {"Bounded", "Buffer", parse_buffer, offsetof(TestConfig, buffer)},
+        {"Bounded", "TTL", conf_parse_sec_positive, offsetof(TestConfig, ttl)},
 };
 
 static char dir[] = "/tmp/test-conf-parser-XXXXXX";
@@ -123,7 +134,12 @@ static void test_good_file(void **state) {
                                "[Limits]\n"
                                "Size=4K\n"
                                "Timeout=1min 30s\n"
-                               "LogLevel=debug\n",
+                               "LogLevel=debug\n"
+                               "[Bounded]\n"
+                               "Small=5\n"
+                               "Positive=1\n"
+                               "Buffer=2K\n"
+                               "TTL=1ms\n",
                                &c, &log),
                          0);
         assert_string_equal(log, "");
@@ -139,6 +155,10 @@ static void test_good_file(void **state) {
         assert_int_equal(c.size, 4096);
         assert_int_equal(c.timeout, 90 * 1000000ULL);
         assert_int_equal(c.level, LOG_DEBUG);
+        assert_int_equal(c.small, 5);
+        assert_int_equal(c.positive, 1);
+        assert_int_equal(c.buffer, 2048);
+        assert_int_equal(c.ttl, 1000);
         free(log);
 
         /* Later files and lines override; empty values reset strings and lists. */
@@ -202,6 +222,20 @@ static void test_errors_name_the_line(void **state) {
                 {"[Main]\nName=x\nthis line has no equals sign\n",
                  "3: Syntax error: expected [Section] or Key=Value."},
                 {"[Main\nName=x\n", "1: Syntax error"},
+                {"[Bounded]\nSmall=1\n",
+                 "2: Invalid value for Bounded.Small: '1' is not a number between 2 and 5."},
+                {"[Bounded]\nSmall=6\n", "2: Invalid value for Bounded.Small: '6'"},
+                {"[Bounded]\nPositive=0\n",
+                 "2: Invalid value for Bounded.Positive: '0' is not a number between 1"},
+                {"[Bounded]\nBuffer=1023\n",
+                 "2: Invalid value for Bounded.Buffer: '1023' is out of range 1K..2K."},
+                {"[Bounded]\nBuffer=2049\n", "2: Invalid value for Bounded.Buffer: '2049' is out of range"},
+                {"[Bounded]\nBuffer=lots\n",
+                 "2: Invalid value for Bounded.Buffer: 'lots' is not a size in bytes"},
+                {"[Bounded]\nTTL=0\n",
+                 "2: Invalid value for Bounded.TTL: '0' is not a time span greater than zero."},
+                {"[Bounded]\nTTL=0ms\n", "2: Invalid value for Bounded.TTL: '0ms'"},
+                {"[Bounded]\nTTL=soon\n", "2: Invalid value for Bounded.TTL: 'soon' is not a time span ("},
                 /* The first error ends the parse: line 5 is never looked at. */
                 {"[Main]\n\nFlag=2\n\nNope=1\n", "3: Invalid value for Main.Flag: '2'"},
         };
