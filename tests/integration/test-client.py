@@ -16,6 +16,7 @@ import hmac
 import http.client
 import http.server
 import json
+import math
 import os
 import signal
 import socket
@@ -843,6 +844,47 @@ class PsrdFetchFailureTests(ClientTestCase):
                 self.assertEqual(carol.daemon.stop(), 0)
                 for hub in self.hubs.values():
                     self.assertEqual(hub.daemon.stop(), 0)
+
+
+class PsrdExhaustedTests(ClientTestCase):
+    def test_hub_whose_pool_runs_dry(self):
+        """A hub that hands out no more PSRD: once the client's pool for it is used up, keys go to
+        the other hubs ("out of PSRD" for this one); when blocks come again, it is used again."""
+        config = "[PSRD]\nBlockSize=4K\nLowWater=2K\nHighWater=6K\n[Keys]\nMaxKeysPerRequest=4\nMaxKeySize=256\n"
+        retry = "[Hubs]\nRetryMin=100ms\nRetryMax=10s\n"
+        self.hubs = {h: self.start_hub(h) for h in HUBS}
+        proxy = ShareCorruptingProxy(self.hubs["hilary"].port, corrupt=False)
+        self.addCleanup(proxy.close)
+        clients = {"carol": ["sam"], "connie": ["sofia"]}
+        carol = self.start_client("carol", [self.hub_url(h, proxy.port if h == "hilary" else None) for h in HUBS],
+                                  ["sam"], config=self.directory_config("carol", clients) + config + retry)
+        connie = self.start_client("connie", [self.hub_url(h) for h in HUBS], ["sofia"],
+                                   config=self.directory_config("connie", clients) + config)
+        refused = lambda status, data: (503, {"message": "No PSRD to spare."})  # noqa: E731
+        proxy.psrd_answers["client"] = [refused] * 10000
+
+        start = time.monotonic()
+        while carol.hub_status("hilary")["local_pool"]["available_bytes"] >= 2 * 32:
+            self.assertLess(time.monotonic(), start + 60, carol.hub_status("hilary"))
+            self.key_pair(carol, "sam", connie, "sofia", number=4, post=True)
+        before = carol.hub_status("hilary")
+        self.key_pair(carol, "sam", connie, "sofia", number=4, post=True)
+        after = carol.hub_status("hilary")
+        self.assertEqual(after["shares_sent"], before["shares_sent"])
+        self.assertEqual(after["failures"], before["failures"] + 4)
+        self.assertIs(carol.status()["ready"], False)
+        # Asked again with a growing back-off, not at every key.
+        asked = 10000 - len(proxy.psrd_answers["client"])
+        self.assertLessEqual(asked, 2 + math.log2(max(time.monotonic() - start, 1) / 0.1) + 1,
+                             f"{asked} PSRD requests in {time.monotonic() - start:.1f} s")
+        sent = after["shares_sent"]
+
+        proxy.psrd_answers["client"] = []
+        carol.wait_ready()
+        self.key_pair(carol, "sam", connie, "sofia", number=4, post=True)
+        self.assertEqual(carol.hub_status("hilary")["shares_sent"], sent + 4)
+        self.assertEqual(carol.status()["keys"]["scatter_failures"], 0)
+        self.assertEqual(connie.status()["keys"]["gather_failures"], 0)
 
 
 class LostReplyTests(ClientTestCase):
