@@ -605,6 +605,15 @@ class HubFailureTests(ClientTestCase):
         # A key scattered before the hubs went down cannot be gathered either.
         r = self.get_keys_with_ids(self.connie, "sam", "sofia", [before["key_ID"]], expect=503)
         self.assertEtsiError(r, 503, MSG_GATHER)
+        # Now both clients know: the next requests are refused before any PSRD is spent on them.
+        too_few = [{"nr_available_hubs": 2, "nr_required_shares": 3}]
+        for client, request, message in [
+                (self.carol, lambda: self.get_keys(self.carol, "sam", "sofia", expect=503), MSG_SCATTER),
+                (self.connie, lambda: self.get_keys_with_ids(self.connie, "sam", "sofia", [before["key_ID"]],
+                                                             expect=503), MSG_GATHER)]:
+            used = client.status()["psrd"]["bytes_used"]
+            self.assertEqual(self.assertEtsiError(request(), 503, message)["details"], too_few)
+            self.assertEqual(client.status()["psrd"]["bytes_used"], used)
 
     def test_hub_restarted(self):
         port = self.hubs["hilary"].port
