@@ -1113,6 +1113,33 @@ class ManagementTests(ClientTestCase):
         self.assertEqual(carol.daemon.wait(30), 0, carol.daemon.log())
 
 
+    def test_stop_finishes_requests_in_flight(self):
+        """SIGTERM stops taking new requests, but answers those in progress first."""
+        self.hubs = {h: self.start_hub(h) for h in HUBS}
+        proxy = ShareCorruptingProxy(self.hubs["hilary"].port, corrupt=False)
+        self.addCleanup(proxy.close)
+        clients = {"carol": ["sam"], "connie": ["sofia"]}
+        carol = self.start_client("carol", [self.hub_url(h) for h in HUBS], ["sam"],
+                                  config=self.directory_config("carol", clients))
+        connie = self.start_client("connie", [self.hub_url(h, proxy.port if h == "hilary" else None) for h in HUBS],
+                                   ["sofia"], config=self.directory_config("connie", clients))
+        key = self.get_keys(carol, "sam", "sofia").json()["keys"][0]
+        proxy.delay_next_share = 1.5
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(self.get_keys_with_ids, connie, "sam", "sofia", [key["key_ID"]])
+            deadline = time.monotonic() + 10
+            while connie.status()["keys"]["requests_pending"] == 0:
+                self.assertLess(time.monotonic(), deadline)
+                time.sleep(0.01)
+            connie.daemon.send_signal(signal.SIGTERM)
+            self.assertIsNotNone(connie.daemon.wait_for_log("Stopping"))
+            with self.assertRaises(OSError):
+                connie.status()
+            self.assertEqual(pending.result(timeout=30).json()["keys"], [key])
+        self.assertEqual(proxy.delayed, 1)
+        self.assertEqual(connie.daemon.wait(30), 0, connie.daemon.log())
+
+
 class CommandLineTests(ClientTestCase):
     def client(self, *args):
         return run_program([program("DSKE_CLIENT"), *args])
