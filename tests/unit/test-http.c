@@ -698,6 +698,8 @@ static void test_connection_refused(void **state) {
  * request and answering it looks like. */
 typedef struct OneShot {
         int listen_fd;
+        uint16_t port;
+        const char *reply; /* NULL: a 200 with "ok" */
         unsigned requests;
         struct {
                 int fd;
@@ -724,7 +726,7 @@ static int oneshot_on_data(sd_event_source *s, int fd, uint32_t revents, void *u
                 }
                 o->requests++;
                 if (o->conns[i].served++ == 0) {
-                        static const char reply[] = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        const char *reply = o->reply ?: "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
                         assert_int_equal(write(fd, reply, strlen(reply)), (ssize_t) strlen(reply));
                 } else {
                         sd_event_source_set_enabled(s, SD_EVENT_OFF);
@@ -751,6 +753,30 @@ static int oneshot_on_accept(sd_event_source *s, int fd, uint32_t revents, void 
         return 0;
 }
 
+static void oneshot_start(Fixture *f, OneShot *o) {
+        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(sa);
+
+        o->listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        assert_true(o->listen_fd >= 0);
+        assert_int_equal(bind(o->listen_fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
+        assert_int_equal(listen(o->listen_fd, 8), 0);
+        assert_int_equal(getsockname(o->listen_fd, (struct sockaddr *) &sa, &len), 0);
+        o->port = ntohs(sa.sin_port);
+        assert_int_equal(
+                sd_event_add_io(f->event, &o->accept_source, o->listen_fd, EPOLLIN, oneshot_on_accept, o),
+                0);
+}
+
+static void oneshot_stop(OneShot *o) {
+        for (size_t i = 0; i < o->n_conns; i++) {
+                sd_event_source_disable_unref(o->conns[i].source);
+                close(o->conns[i].fd);
+        }
+        sd_event_source_disable_unref(o->accept_source);
+        close(o->listen_fd);
+}
+
 static void oneshot_call(Fixture *f, uint16_t port, bool fresh, long expect_status) {
         char url[128];
         HttpCallSpec spec = {.method = "GET", .url = url, .fresh_connection = fresh};
@@ -765,33 +791,56 @@ static void oneshot_call(Fixture *f, uint16_t port, bool fresh, long expect_stat
 
 static void test_fresh_connection(void **state) {
         Fixture *f = *state;
-        struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-        socklen_t len = sizeof(sa);
         OneShot o = {};
 
-        o.listen_fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-        assert_true(o.listen_fd >= 0);
-        assert_int_equal(bind(o.listen_fd, (struct sockaddr *) &sa, sizeof(sa)), 0);
-        assert_int_equal(listen(o.listen_fd, 8), 0);
-        assert_int_equal(getsockname(o.listen_fd, (struct sockaddr *) &sa, &len), 0);
-        assert_int_equal(
-                sd_event_add_io(f->event, &o.accept_source, o.listen_fd, EPOLLIN, oneshot_on_accept, &o), 0);
-
-        oneshot_call(f, ntohs(sa.sin_port), false, 200);
+        oneshot_start(f, &o);
+        oneshot_call(f, o.port, false, 200);
         assert_int_equal(o.requests, 1);
         /* On the kept-alive connection, closed unanswered: libcurl sends it again on a new one. */
-        oneshot_call(f, ntohs(sa.sin_port), false, 200);
+        oneshot_call(f, o.port, false, 200);
         assert_int_equal(o.requests, 3);
         /* A call that must not go out twice takes a new connection from the start. */
-        oneshot_call(f, ntohs(sa.sin_port), true, 200);
+        oneshot_call(f, o.port, true, 200);
         assert_int_equal(o.requests, 4);
+        oneshot_stop(&o);
+}
 
-        for (size_t i = 0; i < o.n_conns; i++) {
-                sd_event_source_disable_unref(o.conns[i].source);
-                close(o.conns[i].fd);
+/* A reply's header fields are kept up to 64 KiB in all; a peer that sends more fails the call
+ * rather than growing the client's memory. */
+static void test_response_headers_too_large(void **state) {
+        Fixture *f = *state;
+        /* Each field is kept as its name and value, each with a NUL. */
+        static const char field[] = "X-Filler: %01000d\r\n";
+        const size_t kept = 8 + 1000 + 2, content_length_kept = 14 + 1 + 2;
+
+        for (size_t n = 64 * 1024 / kept; n <= 64 * 1024 / kept + 1; n++) {
+                char *reply = malloc(64 + n * (kept + 16));
+                char url[128];
+                HttpCallSpec spec = {.method = "GET", .url = url};
+                OneShot o = {};
+                Result r = {};
+                size_t len;
+
+                assert_non_null(reply);
+                len = (size_t) sprintf(reply, "HTTP/1.1 200 OK\r\n");
+                for (size_t i = 0; i < n; i++)
+                        len += (size_t) sprintf(reply + len, field, 0);
+                (void) sprintf(reply + len, "Content-Length: 2\r\n\r\nok");
+                o.reply = reply;
+                oneshot_start(f, &o);
+                snprintf(url, sizeof(url), "http://127.0.0.1:%u/psrd", o.port);
+                assert_int_equal(http_client_call(f->client, &spec, on_done, &r, NULL), 0);
+                assert_true(run_until(f, &r.done, 5 * 1000000));
+                if (n * kept + content_length_kept <= 64 * 1024) {
+                        assert_int_equal(r.status, 200);
+                } else {
+                        assert_int_equal(r.error, -EMSGSIZE);
+                        assert_string_equal(r.message, "Response too large.");
+                }
+                result_done(&r);
+                oneshot_stop(&o);
+                free(reply);
         }
-        sd_event_source_disable_unref(o.accept_source);
-        close(o.listen_fd);
 }
 
 static void test_timeout(void **state) {
@@ -1185,6 +1234,7 @@ int main(void) {
                 cmocka_unit_test_setup_teardown(test_listen_fd, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_idle_timeout, setup, teardown),
                 cmocka_unit_test_setup_teardown(test_fresh_connection, setup, teardown),
+                cmocka_unit_test_setup_teardown(test_response_headers_too_large, setup, teardown),
                 cmocka_unit_test(test_ipv6),
         };
 
