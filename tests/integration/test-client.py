@@ -137,6 +137,22 @@ class ClientTestCase(DaemonTestCase):
         d = self.hubs[name].daemon
         self.assertEqual(d.stop(), 0, d.log())
 
+    def start_behind_proxy(self, proxied, config="", proxied_config="", corrupt=False, hubs=HUBS):
+        """Starts the hubs, then carol (sam) and connie (sofia); the client named proxied reaches
+        hilary through a ShareCorruptingProxy and gets proxied_config as well. Returns the proxy,
+        carol and connie."""
+        self.hubs = {h: self.start_hub(h) for h in hubs}
+        proxy = ShareCorruptingProxy(self.hubs["hilary"].port, corrupt=corrupt)
+        self.addCleanup(proxy.close)
+        clients = {"carol": ["sam"], "connie": ["sofia"]}
+        started = {}
+        for name, saes in clients.items():
+            behind = name == proxied
+            urls = [self.hub_url(h, proxy.port if behind and h == "hilary" else None) for h in hubs]
+            extra = config + (proxied_config if behind else "")
+            started[name] = self.start_client(name, urls, saes, config=self.directory_config(name, clients) + extra)
+        return proxy, started["carol"], started["connie"]
+
     # -- key pairs --
 
     def get_keys(self, client, master, slave, number=None, size=None, post=False, expect=200):
@@ -656,14 +672,7 @@ class HubFailureTests(ClientTestCase):
 
 class CorruptShareTests(ClientTestCase):
     def test_corrupted_share_is_left_out(self):
-        self.hubs = {h: self.start_hub(h) for h in HUBS}
-        proxy = ShareCorruptingProxy(self.hubs["hilary"].port)
-        self.addCleanup(proxy.close)
-        urls = [self.hub_url(h) for h in HUBS]
-        connie_urls = [self.hub_url(h, proxy.port) if h == "hilary" else self.hub_url(h) for h in HUBS]
-        clients = {"carol": ["sam"], "connie": ["sofia"]}
-        carol = self.start_client("carol", urls, ["sam"], config=self.directory_config("carol", clients))
-        connie = self.start_client("connie", connie_urls, ["sofia"], config=self.directory_config("connie", clients))
+        proxy, carol, connie = self.start_behind_proxy("connie", corrupt=True)
         for size in (32, 256, 4096):
             self.key_pair(carol, "sam", connie, "sofia", size=size)
         self.assertGreaterEqual(proxy.corrupted, 3)
@@ -681,14 +690,7 @@ class HostileReplyTests(ClientTestCase):
         """A hub's GET key-share reply that fails a check costs that hub's share only: the key is
         still recovered from the others, and the hub's status names what was wrong. The same
         reply in another JSON layout than our hubs' is read as well."""
-        self.hubs = {h: self.start_hub(h) for h in HUBS}
-        proxy = ShareCorruptingProxy(self.hubs["hilary"].port, corrupt=False)
-        self.addCleanup(proxy.close)
-        clients = {"carol": ["sam"], "connie": ["sofia"]}
-        carol = self.start_client("carol", [self.hub_url(h) for h in HUBS], ["sam"],
-                                  config=self.directory_config("carol", clients))
-        connie = self.start_client("connie", [self.hub_url(h, proxy.port if h == "hilary" else None) for h in HUBS],
-                                   ["sofia"], config=self.directory_config("connie", clients))
+        proxy, carol, connie = self.start_behind_proxy("connie")
 
         def pretty(obj, key_id):
             obj = {"key_id": key_id, **obj}
@@ -740,15 +742,7 @@ class PsrdErrorReplyTests(ClientTestCase):
 
     def setUp(self):
         config = "[PSRD]\nBlockSize=4K\nLowWater=2K\nHighWater=6K\n[Keys]\nMaxKeysPerRequest=4\nMaxKeySize=256\n"
-        self.hubs = {h: self.start_hub(h) for h in HUBS}
-        self.proxy = ShareCorruptingProxy(self.hubs["hilary"].port, corrupt=False)
-        self.addCleanup(self.proxy.close)
-        clients = {"carol": ["sam"], "connie": ["sofia"]}
-        self.carol = self.start_client("carol",
-                                       [self.hub_url(h, self.proxy.port if h == "hilary" else None) for h in HUBS],
-                                       ["sam"], config=self.directory_config("carol", clients) + config)
-        self.connie = self.start_client("connie", [self.hub_url(h) for h in HUBS], ["sofia"],
-                                        config=self.directory_config("connie", clients) + config)
+        self.proxy, self.carol, self.connie = self.start_behind_proxy("carol", config)
         # Ready comes at LowWater=; wait until the start-up fetches are over (HighWater=).
         self.wait_for(lambda: all(self.carol.hub_status("hilary")[pool]["available_bytes"] >= 6 * 1024
                                   for pool in ("local_pool", "peer_pool")), "pools not filled")
@@ -861,14 +855,7 @@ class PsrdExhaustedTests(ClientTestCase):
         the other hubs ("out of PSRD" for this one); when blocks come again, it is used again."""
         config = "[PSRD]\nBlockSize=4K\nLowWater=2K\nHighWater=6K\n[Keys]\nMaxKeysPerRequest=4\nMaxKeySize=256\n"
         retry = "[Hubs]\nRetryMin=100ms\nRetryMax=10s\n"
-        self.hubs = {h: self.start_hub(h) for h in HUBS}
-        proxy = ShareCorruptingProxy(self.hubs["hilary"].port, corrupt=False)
-        self.addCleanup(proxy.close)
-        clients = {"carol": ["sam"], "connie": ["sofia"]}
-        carol = self.start_client("carol", [self.hub_url(h, proxy.port if h == "hilary" else None) for h in HUBS],
-                                  ["sam"], config=self.directory_config("carol", clients) + config + retry)
-        connie = self.start_client("connie", [self.hub_url(h) for h in HUBS], ["sofia"],
-                                   config=self.directory_config("connie", clients) + config)
+        proxy, carol, connie = self.start_behind_proxy("carol", config, proxied_config=retry)
         refused = lambda status, data: (503, {"message": "No PSRD to spare."})  # noqa: E731
         proxy.psrd_answers["client"] = [refused] * 10000
 
@@ -902,16 +889,7 @@ class LostReplyTests(ClientTestCase):
         # hub-owned pool; once the hub has moved on, the client burns them and drops the block.
         config = ("[PSRD]\nBlockSize=4K\nLowWater=2K\nHighWater=6K\n"
                   "[Keys]\nMaxKeysPerRequest=4\nMaxKeySize=256\n[Hubs]\nTimeout=300ms\n")
-        hubs = HUBS[:4]
-        self.hubs = {h: self.start_hub(h) for h in hubs}
-        proxy = ShareCorruptingProxy(self.hubs["hilary"].port, corrupt=False)
-        self.addCleanup(proxy.close)
-        clients = {"carol": ["sam"], "connie": ["sofia"]}
-        carol = self.start_client("carol", [self.hub_url(h) for h in hubs], ["sam"],
-                                  config=self.directory_config("carol", clients) + config)
-        connie = self.start_client("connie",
-                                   [self.hub_url(h, proxy.port if h == "hilary" else None) for h in hubs],
-                                   ["sofia"], config=self.directory_config("connie", clients) + config)
+        proxy, carol, connie = self.start_behind_proxy("connie", config, hubs=HUBS[:4])
         proxy.delay_next_share = 1.0
         self.key_pair(carol, "sam", connie, "sofia")
         self.assertEqual(proxy.delayed, 1)
@@ -1115,14 +1093,7 @@ class ManagementTests(ClientTestCase):
 
     def test_stop_finishes_requests_in_flight(self):
         """SIGTERM stops taking new requests, but answers those in progress first."""
-        self.hubs = {h: self.start_hub(h) for h in HUBS}
-        proxy = ShareCorruptingProxy(self.hubs["hilary"].port, corrupt=False)
-        self.addCleanup(proxy.close)
-        clients = {"carol": ["sam"], "connie": ["sofia"]}
-        carol = self.start_client("carol", [self.hub_url(h) for h in HUBS], ["sam"],
-                                  config=self.directory_config("carol", clients))
-        connie = self.start_client("connie", [self.hub_url(h, proxy.port if h == "hilary" else None) for h in HUBS],
-                                   ["sofia"], config=self.directory_config("connie", clients))
+        proxy, carol, connie = self.start_behind_proxy("connie")
         key = self.get_keys(carol, "sam", "sofia").json()["keys"][0]
         proxy.delay_next_share = 1.5
         with ThreadPoolExecutor(1) as pool:
