@@ -795,7 +795,7 @@ class PsrdFetchFailureTests(ClientTestCase):
     again; for a hub-owned one the hub may hold what the client does not, so the client registers
     again, which makes the hub start both pools afresh."""
 
-    def start_behind_proxy(self, owner, *answers):
+    def start_carol(self, owner, *answers):
         self.hubs = {h: self.start_hub(h) for h in HUBS[:3]}
         proxy = ShareCorruptingProxy(self.hubs["hilary"].port, corrupt=False)
         self.addCleanup(proxy.close)
@@ -804,6 +804,11 @@ class PsrdFetchFailureTests(ClientTestCase):
                                             for h in HUBS[:3]], ["sam"], config="[Hubs]\nRetryMin=100ms\n")
         self.assertEqual(proxy.psrd_answers[owner], [])
         return carol
+
+    def stop_all(self, carol):
+        """Stops carol and the hubs, for the next case to start afresh."""
+        for d in [carol.daemon] + [hub.daemon for hub in self.hubs.values()]:
+            self.assertEqual(d.stop(), 0, d.log())
 
     @staticmethod
     def block(change):
@@ -822,15 +827,13 @@ class PsrdFetchFailureTests(ClientTestCase):
         ]
         for name, answer in cases:
             with self.subTest(name):
-                carol = self.start_behind_proxy("client", answer)
+                carol = self.start_carol("client", answer)
                 h = carol.hub_status("hilary")
                 self.assertEqual(h["registrations"], 1, h)
                 self.assertGreaterEqual(h["failures"], 1, h)
                 self.assertTrue(carol.daemon.wait_for_log(
                     r"Hub hilary: (refusing the PSRD block it sent|PSRD request: HTTP 500)"))
-                self.assertEqual(carol.daemon.stop(), 0)
-                for hub in self.hubs.values():
-                    self.assertEqual(hub.daemon.stop(), 0)
+                self.stop_all(carol)
 
     def test_unusable_hub_owned_block_means_registering_again(self):
         cases = [
@@ -839,14 +842,12 @@ class PsrdFetchFailureTests(ClientTestCase):
         ]
         for name, answer in cases:
             with self.subTest(name):
-                carol = self.start_behind_proxy("hub", answer)
+                carol = self.start_carol("hub", answer)
                 h = carol.hub_status("hilary")
                 self.assertEqual(h["registrations"], 2, h)
                 self.assertEqual(h["state"], "ready", h)
                 self.assertTrue(carol.daemon.wait_for_log(r"Hub hilary .*; registering again"))
-                self.assertEqual(carol.daemon.stop(), 0)
-                for hub in self.hubs.values():
-                    self.assertEqual(hub.daemon.stop(), 0)
+                self.stop_all(carol)
 
 
 class PsrdExhaustedTests(ClientTestCase):
