@@ -1068,16 +1068,23 @@ class ManagementTests(ClientTestCase):
         self.assertTrue(carol.daemon.notify.wait_for("STOPPING", "1", timeout=5))
 
     def test_decommission(self):
-        self.start_topology(hubs=HUBS[:3], clients={"carol": ["sam"], "connie": ["sofia"]})
+        self.start_topology(hubs=HUBS[:4], clients={"carol": ["sam"], "connie": ["sofia"]})
         carol = self.clients["carol"]
-        for h in HUBS[:3]:
+        for h in HUBS[:4]:
             self.assertIsNotNone(self.hubs[h].client_status("carol"))
+        # A hub that cannot be reached is named in the report; the others forget the client.
+        self.stop_hub("holly")
         r = carol.mgmt("POST", "decommission")
         self.assertEqual(r.status, 200, r.body)
         obj = r.json()
         self.assertEqual(obj["result"], "Client decommissioned")
-        self.assertEqual([h["unregistered"] for h in obj["hubs"]], [True] * 3)
+        report = {h["hub_name"]: h for h in obj["hubs"]}
+        self.assertEqual({h: report[h]["unregistered"] for h in HUBS[:4]},
+                         {"hank": True, "helen": True, "hilary": True, "holly": False})
+        self.assertIn("unregistration", report["holly"]["error"])
+        self.assertNotIn("error", report["hank"])
         self.assertEqual(carol.daemon.wait(30), 0, carol.daemon.log())
+        self.assertIn("Hub holly: unregistration failed", carol.daemon.log())
         for h in HUBS[:3]:
             self.assertIsNone(self.hubs[h].client_status("carol"))
             self.assertIsNotNone(self.hubs[h].client_status("connie"))
