@@ -315,9 +315,11 @@ class DaemonTestCase(unittest.TestCase):
         self.addCleanup(shutil.rmtree, d, True)
         return d
 
-    def start_daemon(self, argv, env=None, wait_ready=True, expect_exit=0, name=None, timeout=30.0):
+    def start_daemon(self, argv, env=None, wait_ready=True, expect_exit=0, name=None, timeout=30.0,
+                     start_options=None):
         d = Daemon(argv, env=env, workdir=self.tmpdir(), name=name)
         d.expect_exit = expect_exit
+        d.start_options = dict(start_options or {})
         self.addCleanup(self._finish_daemon, d)
         d.start(wait_ready=wait_ready, timeout=timeout)
         return d
@@ -331,9 +333,10 @@ class DaemonTestCase(unittest.TestCase):
             raise AssertionError(f"{d.name} exited with {code}, expected {d.expect_exit}:\n{d.log()}")
 
     def start_hub(self, name="hank", port=None, config=None, args=(), env=None, wait_ready=True,
-                  expect_exit=0):
-        """Starts dske-hub NAME --port PORT [--config FILE with the text config] [args].
-        Returns a Hub (the Daemon plus its address)."""
+                  expect_exit=0, start_options=None):
+        """Starts dske-hub NAME --port PORT [--config FILE with the text config] [args];
+        start_options are more subprocess.Popen arguments. Returns a Hub (the Daemon plus its
+        address)."""
         port = port or free_port()
         argv = [program("DSKE_HUB"), name, "--port", str(port)]
         if config is not None:
@@ -343,7 +346,7 @@ class DaemonTestCase(unittest.TestCase):
             argv += ["--config", path]
         argv += list(args)
         d = self.start_daemon(argv, env=env, wait_ready=wait_ready, expect_exit=expect_exit,
-                              name=f"hub-{name}")
+                              name=f"hub-{name}", start_options=start_options)
         return Hub(d, name, port)
 
 

@@ -94,7 +94,7 @@ class ClientTestCase(DaemonTestCase):
     """Starts hubs and clients; self.hubs maps names to dske_test.Hub, self.clients to Client."""
 
     def start_client(self, name, hub_urls, encryptors, config="", args=(), port=None, wait_ready=True,
-                     expect_exit=0):
+                     expect_exit=0, start_options=None):
         port = port or free_port()
         path = os.path.join(self.tmpdir(), f"{name}.conf")
         with open(path, "w") as f:
@@ -103,7 +103,7 @@ class ClientTestCase(DaemonTestCase):
         if encryptors:
             argv += ["--encryptors", ",".join(encryptors)]
         argv += list(args)
-        d = self.start_daemon(argv, expect_exit=expect_exit, name=f"client-{name}")
+        d = self.start_daemon(argv, expect_exit=expect_exit, name=f"client-{name}", start_options=start_options)
         c = Client(d, name, port, list(encryptors))
         if wait_ready:
             c.wait_ready()

@@ -397,11 +397,8 @@ class SocketActivationTests(DaemonTestCase):
         # The shell's PID is the hub's after exec, so LISTEN_PID names the right process.
         argv = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$0" "$@"', program("DSKE_HUB"), "hank", "--ephemeral",
                 "--port", str(free_port())]
-        d = Daemon(argv, env=env, workdir=self.tmpdir(), name="hub-hank")
-        d.expect_exit = 0
-        self.addCleanup(self._finish_daemon, d)
-        d.start_options = {"pass_fds": (listener.fileno(),), "preexec_fn": fd3}
-        d.start()
+        d = self.start_daemon(argv, env=env, name="hub-hank",
+                              start_options={"pass_fds": (listener.fileno(),), "preexec_fn": fd3})
         listener.close()
         r = http_request(address, port, "GET", "/hub/hank/mgmt/v1/status")
         self.assertEqual(r.status, 200, r.body)

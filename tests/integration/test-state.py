@@ -17,6 +17,9 @@ and started again on the same directory.
 * CorruptionTests: each kind of state file truncated or with a byte flipped (or a letter changed
   in node.json): the hub refuses to start and names the file, and so do "dskectl check-state"
   and "dskectl topology up".
+* DiskFailureTests: a state directory that refuses a write (a file size limit): the hub or the
+  client sends no reply it could not record, stops with status 1, and starts again on the same
+  directory with the blocks it held.
 * LockTests, ModeTests: one process per directory, and only for its own node; directories 0700,
   files 0600.
 
@@ -31,6 +34,7 @@ import json
 import os
 import random
 import re
+import resource
 import shutil
 import signal
 import stat
@@ -753,6 +757,61 @@ class CorruptionTests(StateTestCase):
         self.assertEqual(code, 1, f"up succeeded:\n{out}\n{err}")
         self.assertIn("hub h1", err)
         self.assertIn(path, err, f"dskectl does not name {path}:\n{err}")
+
+
+def file_size_limit(size):
+    """Popen arguments that start a daemon unable to write a file beyond size bytes (RLIMIT_FSIZE,
+    with SIGXFSZ ignored: the write fails with EFBIG), as a full disk would."""
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    return {"preexec_fn": limit}
+
+
+class DiskFailureTests(StateTestCase):
+    """A state directory that cannot take a write (a file of 1 MiB fits, one of 2 MiB does not):
+    the node sends no reply whose state it could not record, stops with status 1, and its
+    directory loads afterwards as it was before."""
+
+    LIMIT = 1100 * 1000
+
+    def test_hub(self):
+        state = self.state_path("hank")
+        config = "[Hub]\nMaxBlockSize=2M\n"
+        hub = self.start_hub("hank", config=config, args=["--state-dir", state], expect_exit=1,
+                             start_options=file_size_limit(self.LIMIT))
+        carl = hub.peer("carl", ["sx"]).provision()
+        before = hub.client_status("carl")
+        with self.assertRaises(OSError):
+            carl.fetch_psrd("client", 1000 * 1000)
+        self.assertEqual(hub.daemon.wait(30), 1, hub.daemon.log())
+        self.assertIn("The state directory failed: File too large", hub.daemon.log())
+
+        # The same blocks (what the hub had reserved ahead of use is spent, as after kill -9).
+        hub = self.durable_hub("hank", state, port=hub.port, config=config)
+        after = hub.client_status("carl")
+        for pool in ("local_pool", "peer_pool"):
+            self.assertEqual([(b["uuid"], b["size"]) for b in after[pool]["blocks"]],
+                             [(b["uuid"], b["size"]) for b in before[pool]["blocks"]])
+        self.assertEqual(carl.post_share("sx", "sy", new_key_id(), 0, os.urandom(8)).status, 200)
+
+    def test_client(self):
+        hubs = ["hank", "helen", "hilary"]
+        self.hubs = {h: self.start_hub(h, config="[Hub]\nMaxBlockSize=2M\n") for h in hubs}
+        urls = [self.hub_url(h) for h in hubs]
+        clients = {"carol": ["sam"], "connie": ["sofia"]}
+        config = "[PSRD]\nBlockSize=1M\nLowWater=1M\nHighWater=2M\n"
+        carol_config = self.directory_config("carol", clients) + config
+        state = self.state_path("carol")
+        carol = self.start_client("carol", urls, ["sam"], config=carol_config, args=["--state-dir", state],
+                                  wait_ready=False, expect_exit=1, start_options=file_size_limit(self.LIMIT))
+        self.assertEqual(carol.daemon.wait(30), 1, carol.daemon.log())
+        self.assertIn("The state directory failed: File too large", carol.daemon.log())
+
+        # Restarted on the same directory, it is ready again, and its pools agree with the hubs'.
+        carol = self.durable_client("carol", urls, ["sam"], carol_config, state)
+        connie = self.start_client("connie", urls, ["sofia"], config=self.directory_config("connie", clients))
+        self.key_pair(carol, "sam", connie, "sofia")
 
 
 class LockTests(StateTestCase):
