@@ -1100,7 +1100,10 @@ static int key_store_put(KeyStore *s, const Uuid *key_id, const char *master_sae
                 return -ENOSPC;
         while (s->n_keys >= max_keys) {
                 StoredKey *old = s->head;
+                char buf[UUID_STRING_MAX];
 
+                log_notice("Key %s dropped before it was delivered: MaxStoredKeys=%u keys are stored.",
+                           uuid_to_string(&old->key_id, buf), max_keys);
                 key_store_remove(s, old);
         }
         k = calloc(1, sizeof(StoredKey));

@@ -473,6 +473,31 @@ class KeyTests(ClientTestCase):
         self.assertEqual(self.connie.etsi("GET", "sam", "status", "sofia").json()["stored_key_count"], 0)
 
 
+class StoredKeyTests(ClientTestCase):
+    def test_stored_keys_expire_and_are_bounded(self):
+        """Keys a slave's client recovered but could not deliver yet are kept for StoredKeyTTL=, at
+        most MaxStoredKeys= of them: beyond it the oldest is dropped, and either way the hubs have
+        given their shares up, so a dropped key is gone."""
+        self.start_topology(hubs=HUBS[:3], clients={"carol": ["sam"], "connie": ["sofia"]},
+                            client_config="[Keys]\nMaxStoredKeys=2\nStoredKeyTTL=2s\n")
+        carol, connie = self.clients["carol"], self.clients["connie"]
+        keys = self.get_keys(carol, "sam", "sofia", number=3).json()["keys"]
+        ids = [k["key_ID"] for k in keys]
+        r = self.get_keys_with_ids(connie, "sam", "sofia", ids + [str(uuid.uuid4())], post=True, expect=400)
+        self.assertEtsiError(r, 400, MSG_NOT_FOUND)
+        self.assertEqual(connie.etsi("GET", "sam", "status", "sofia").json()["stored_key_count"], 2)
+        self.assertIsNotNone(connie.daemon.wait_for_log(rf"Key {ids[0]} dropped before it was delivered"))
+        r = self.get_keys_with_ids(connie, "sam", "sofia", [ids[0]], expect=400)
+        self.assertEtsiError(r, 400, MSG_NOT_FOUND)
+        self.assertEqual(self.get_keys_with_ids(connie, "sam", "sofia", [ids[1]]).json()["keys"], [keys[1]])
+
+        time.sleep(2.5)
+        self.assertEqual(connie.etsi("GET", "sam", "status", "sofia").json()["stored_key_count"], 0)
+        r = self.get_keys_with_ids(connie, "sam", "sofia", [ids[2]], expect=400)
+        self.assertEtsiError(r, 400, MSG_NOT_FOUND)
+        self.assertIsNotNone(connie.daemon.wait_for_log(rf"Key {ids[2]} expired before it was delivered"))
+
+
 class AuthorizationTests(ClientTestCase):
     def setUp(self):
         self.start_topology()
