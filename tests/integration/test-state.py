@@ -538,6 +538,32 @@ class RestartTests(StateTestCase):
                                  f"{n} registered again with {h}")
 
 
+    def test_stored_keys_across_restarts(self):
+        carol, connie = self.start("[Keys]\nStoredKeyTTL=4s\n")
+        keys = self.get_keys(carol, "sam", "sofia", number=3).json()["keys"]
+        ids = [k["key_ID"] for k in keys]
+        r = self.get_keys_with_ids(connie, "sam", "sofia", ids + [new_key_id()], post=True, expect=400)
+        self.assertEtsiError(r, 400, MSG_NOT_FOUND)
+        stored_at = time.monotonic()
+        self.assertEqual(self.get_keys_with_ids(connie, "sam", "sofia", [ids[0]]).json()["keys"], [keys[0]])
+
+        # A key delivered before the restart stays delivered; the others are still there.
+        connie = self.restart_client(connie, "kill")
+        self.assertEqual(connie.etsi("GET", "sam", "status", "sofia").json()["stored_key_count"], 2)
+        self.assertEtsiError(self.get_keys_with_ids(connie, "sam", "sofia", [ids[0]], expect=400), 400,
+                             MSG_NOT_FOUND)
+        self.assertEqual(self.get_keys_with_ids(connie, "sam", "sofia", [ids[1]]).json()["keys"], [keys[1]])
+
+        # A key whose time ran out while the client was stopped is not restored.
+        self.halt(connie.daemon, "kill")
+        time.sleep(max(0.0, stored_at + 4.5 - time.monotonic()))
+        urls, encryptors, config, state = connie.spec
+        connie = self.durable_client("connie", urls, encryptors, config, state, port=connie.port)
+        self.assertEqual(connie.etsi("GET", "sam", "status", "sofia").json()["stored_key_count"], 0)
+        self.assertEtsiError(self.get_keys_with_ids(connie, "sam", "sofia", [ids[2]], expect=400), 400,
+                             MSG_NOT_FOUND)
+
+
 class CrashTests(StateTestCase):
     DURATION = 12.0
     ITERATIONS = 18
