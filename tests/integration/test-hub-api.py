@@ -4,6 +4,7 @@
 import base64
 import json
 import os
+import signal
 import time
 import unittest
 import uuid
@@ -791,6 +792,32 @@ class TtlOrderTests(ExpiryTestCase):
         if time.monotonic() - second_posted < 1.9:
             self.assertEqual(len(self.stored_shares()), 1, "the second share expired early")
         self.assert_expired(connie, second)
+
+
+class TtlReloadTests(ExpiryTestCase):
+    config = "[Hub]\nShareTTL=60s\n"
+
+    def test_shorter_ttl_after_reload(self):
+        # Shares posted after ShareTTL= was shortened expire before the ones posted earlier.
+        carol = self.peer("carol", ["sam"])
+        connie = self.peer("connie", ["sofia"])
+        early, late = new_key_id(), [new_key_id(), new_key_id()]
+        self.assertEqual(carol.post_share("sam", "sofia", early, 0, os.urandom(16)).status, 200)
+        path = self.hub.daemon.argv[self.hub.daemon.argv.index("--config") + 1]
+        with open(path, "w") as f:
+            f.write("[Hub]\nShareTTL=1s\n")
+        self.hub.daemon.send_signal(signal.SIGHUP)
+        self.assertTrue(self.hub.daemon.wait_for_log("Configuration reloaded"))
+        for key_id in late:
+            self.assertEqual(carol.post_share("sam", "sofia", key_id, 0, os.urandom(16)).status, 200)
+        deadline = time.monotonic() + 10
+        while self.hub.status()["nr_shares_expired"] < 2:
+            self.assertLess(time.monotonic(), deadline, self.hub.status())
+            time.sleep(0.1)
+        self.assertEqual([s["key_id"] for s in self.stored_shares()], [early])
+        for key_id in late:
+            self.assertError(connie.get_share("sam", "sofia", key_id)[0], 404, "Unknown key ID")
+        self.assertEqual(connie.get_share("sam", "sofia", early)[0].status, 200)
 
 
 class RoutingTests(HubTestCase):
