@@ -213,6 +213,11 @@ class ClientTestCase(DaemonTestCase):
         return obj
 
 
+def query_value(target, name):
+    """The value of the query parameter name in a request target."""
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(target).query)[name][0]
+
+
 class ShareCorruptingProxy:
     """A man in the middle between one client and one hub that behaves like a compromised hub: it
     relays everything, learns the PSRD it sees in the out-of-band PSRD replies, and in every GET
@@ -247,27 +252,25 @@ class ShareCorruptingProxy:
             def log_message(self, *args):
                 pass
 
+            def answer_here(self, status, obj):
+                """Answers in the hub's place, with obj as JSON."""
+                data = json_compact(obj)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
             def relay(self):
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 if "/dske/api/v1/key-share" in self.path and proxy.answer_next.get(self.command):
                     answer, proxy.answer_next[self.command] = proxy.answer_next[self.command], None
-                    status, obj = answer(self.headers)
-                    data = json_compact(obj)
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                    self.answer_here(*answer(self.headers))
                     return
                 if "/dske/api/v1/key-share" in self.path and proxy.turn_away.get(self.command, 0) > 0:
                     proxy.turn_away[self.command] -= 1
-                    data = b'{"detail":"the hub is out of reach"}'
-                    self.send_response(502)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
+                    self.answer_here(502, {"detail": "the hub is out of reach"})
                     return
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
                 conn = http.client.HTTPConnection(LOCALHOST, proxy.target_port, timeout=10)
@@ -281,7 +284,7 @@ class ShareCorruptingProxy:
                 finally:
                     conn.close()
                 if "/dske/oob/v1/psrd" in self.path:
-                    owner = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)["pool_owner"][0]
+                    owner = query_value(self.path, "pool_owner")
                     if proxy.psrd_answers[owner]:
                         status, data = proxy.psrd_answers[owner].pop(0)(status, data)
                         data = data if isinstance(data, bytes) else json_compact(data)
@@ -317,7 +320,7 @@ class ShareCorruptingProxy:
             obj = json.loads(data)
             self.blocks[obj["block_uuid"]] = base64.b64decode(obj["data"])
         elif method == "GET" and "/dske/api/v1/key-share" in path and self.share_rewrites:
-            key_id = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)["key_id"][0]
+            key_id = query_value(path, "key_id")
             data, signing = self.share_rewrites.pop(0)(json.loads(data), key_id)
             return self.sign(data, headers, signing)
         elif method == "GET" and "/dske/api/v1/key-share" in path and self.delay_next_share > 0:
