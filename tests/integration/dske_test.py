@@ -297,6 +297,20 @@ class Daemon:
             time.sleep(0.02)
 
 
+    def reload(self, config, timeout=10.0):
+        """Writes config into the file given as --config, sends SIGHUP and waits until the daemon
+        says "Configuration reloaded" once more."""
+        with open(self.argv[self.argv.index("--config") + 1], "w") as f:
+            f.write(config)
+        seen = self.log().count("Configuration reloaded")
+        self.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout
+        while self.log().count("Configuration reloaded") == seen:
+            if time.monotonic() > deadline:
+                raise DaemonError(f"{self.name} did not reload within {timeout}s:\n{self.log()}")
+            time.sleep(0.02)
+
+
 def run_program(argv, timeout=30.0, env=None):
     """Runs a program to completion; returns (exit code, stdout, stderr) as text."""
     p = subprocess.run(with_state_option([str(a) for a in argv]), stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,

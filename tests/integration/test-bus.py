@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -358,13 +357,9 @@ class BusTests(_test_client.ClientTestCase):
         # k changes on reload, and says so.
         name = bus_name("Client", "alpha")
         mon = Monitor(self, name)
-        path = alpha.daemon.argv[alpha.daemon.argv.index("--config") + 1]
-        with open(path) as f:
+        with open(alpha.daemon.argv[alpha.daemon.argv.index("--config") + 1]) as f:
             config = f.read()
-        with open(path, "w") as f:
-            f.write(config.replace("SharesRequired=2", "SharesRequired=3"))
-        alpha.daemon.send_signal(signal.SIGHUP)
-        self.assertTrue(alpha.daemon.wait_for_log(r"Configuration reloaded"))
+        alpha.daemon.reload(config.replace("SharesRequired=2", "SharesRequired=3"))
         self.assertEqual(self.get(name, NODE_PATH, "org.dske.Client1", "SharesRequired"), 3)
         time.sleep(0.2)
         changed = [m["payload"]["data"] for m in mon.signals("PropertiesChanged")]

@@ -4,7 +4,6 @@
 import base64
 import json
 import os
-import signal
 import time
 import unittest
 import uuid
@@ -803,11 +802,7 @@ class TtlReloadTests(ExpiryTestCase):
         connie = self.peer("connie", ["sofia"])
         early, late = new_key_id(), [new_key_id(), new_key_id()]
         self.assertEqual(carol.post_share("sam", "sofia", early, 0, os.urandom(16)).status, 200)
-        path = self.hub.daemon.argv[self.hub.daemon.argv.index("--config") + 1]
-        with open(path, "w") as f:
-            f.write("[Hub]\nShareTTL=1s\n")
-        self.hub.daemon.send_signal(signal.SIGHUP)
-        self.assertTrue(self.hub.daemon.wait_for_log("Configuration reloaded"))
+        self.hub.daemon.reload("[Hub]\nShareTTL=1s\n")
         for key_id in late:
             self.assertEqual(carol.post_share("sam", "sofia", key_id, 0, os.urandom(16)).status, 200)
         deadline = time.monotonic() + 10

@@ -247,10 +247,7 @@ class SignalTests(DaemonTestCase):
         carol.register()
         self.assertEqual(carol.fetch_psrd("client", 150).status, 400)
 
-        with open(path, "w") as f:
-            f.write("[Hub]\nMaxBlockSize=200\nShareTTL=1s\nMaxConnections=10\n")
-        hub.daemon.send_signal(signal.SIGHUP)
-        self.assertTrue(hub.daemon.wait_for_log(r"Configuration reloaded"), hub.daemon.log())
+        hub.daemon.reload("[Hub]\nMaxBlockSize=200\nShareTTL=1s\nMaxConnections=10\n")
         self.assertTrue(hub.daemon.notify.wait_for("RELOADING", "1", timeout=5))
         self.assertEqual(carol.fetch_psrd("client", 150).status, 200)
         self.assertIn("only on restart", hub.daemon.log())
