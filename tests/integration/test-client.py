@@ -137,6 +137,13 @@ class ClientTestCase(DaemonTestCase):
         d = self.hubs[name].daemon
         self.assertEqual(d.stop(), 0, d.log())
 
+    def wait_for(self, predicate, describe, timeout=30.0):
+        """Polls predicate until it holds; fails after timeout seconds with describe()."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            self.assertLess(time.monotonic(), deadline, describe())
+            time.sleep(0.02)
+
     def start_behind_proxy(self, proxied, config="", proxied_config="", corrupt=False, hubs=HUBS):
         """Starts the hubs, then carol (sam) and connie (sofia); the client named proxied reaches
         hilary through a ShareCorruptingProxy and gets proxied_config as well. Returns the proxy,
@@ -773,13 +780,8 @@ class PsrdErrorReplyTests(ClientTestCase):
         self.proxy, self.carol, self.connie = self.start_behind_proxy("carol", config)
         # Ready comes at LowWater=; wait until the start-up fetches are over (HighWater=).
         self.wait_for(lambda: all(self.carol.hub_status("hilary")[pool]["available_bytes"] >= 6 * 1024
-                                  for pool in ("local_pool", "peer_pool")), "pools not filled")
-
-    def wait_for(self, predicate, what):
-        deadline = time.monotonic() + 30
-        while not predicate():
-            self.assertLess(time.monotonic(), deadline, f"{what}: {self.carol.hub_status('hilary')}")
-            time.sleep(0.05)
+                                  for pool in ("local_pool", "peer_pool")),
+                      lambda: f"pools not filled: {self.carol.hub_status('hilary')}")
 
     def test_block_the_hub_no_longer_knows_is_retired(self):
         rejected = []
@@ -812,7 +814,7 @@ class PsrdErrorReplyTests(ClientTestCase):
         # The client's copy of the pool is far above its low-water mark: only the hub's word
         # makes it fetch.
         self.wait_for(lambda: self.carol.hub_status("hilary")["blocks_fetched"] > before["blocks_fetched"],
-                      "no block fetched")
+                      lambda: f"no block fetched: {self.carol.hub_status('hilary')}")
         h = self.carol.hub_status("hilary")
         self.assertEqual(h["blocks_fetched"], before["blocks_fetched"] + 1)
         self.assertEqual(len(h["peer_pool"]["blocks"]), len(before["peer_pool"]["blocks"]) + 1)
@@ -1126,7 +1128,6 @@ class ManagementTests(ClientTestCase):
         carol.daemon.send_signal(signal.SIGINT)
         self.assertEqual(carol.daemon.wait(30), 0, carol.daemon.log())
 
-
     def test_stop_finishes_requests_in_flight(self):
         """SIGTERM stops taking new requests, but answers those in progress first."""
         proxy, carol, connie = self.start_behind_proxy("connie")
@@ -1134,10 +1135,8 @@ class ManagementTests(ClientTestCase):
         proxy.delay_next_share = 1.5
         with ThreadPoolExecutor(1) as pool:
             pending = pool.submit(self.get_keys_with_ids, connie, "sam", "sofia", [key["key_ID"]])
-            deadline = time.monotonic() + 10
-            while connie.status()["keys"]["requests_pending"] == 0:
-                self.assertLess(time.monotonic(), deadline)
-                time.sleep(0.01)
+            self.wait_for(lambda: connie.status()["keys"]["requests_pending"] > 0,
+                          lambda: "the request never reached the client", timeout=10)
             connie.daemon.send_signal(signal.SIGTERM)
             self.assertIsNotNone(connie.daemon.wait_for_log("Stopping"))
             with self.assertRaises(OSError):
